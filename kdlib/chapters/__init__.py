@@ -1,0 +1,76 @@
+"""The book's chapters: where each notebook is and which experiments it runs.
+
+A chapter's *plan* maps a row label ("student, KD") to the experiments behind it (one per seed).
+The notebook and ``kdbook experiment`` run the same plan, so a chapter rerun on a GPU through the CLI
+and the rendered notebook read the same records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import check_choice
+from ..experiment import Experiment, ModelSpec
+from ..profiles import Profile, get_profile
+
+TEACHERS = "teachers"  # records of fine-tuned teachers, shared by every chapter
+
+
+def teacher(profile: Profile, task: str, train_size: int | None = None, epochs: float | None = None,
+            label: str = "teacher") -> Experiment:
+    """The profile's teacher: its checkpoint fine-tuned on ``task`` (once, reused by every chapter)."""
+    return Experiment(chapter=TEACHERS, profile=profile.name, task=task, method="finetune",
+                      model=ModelSpec(profile.teacher), data=profile.data,
+                      train_size=profile.train_size if train_size is None else train_size,
+                      dev_size=profile.dev_size, epochs=profile.teacher_epochs if epochs is None else epochs,
+                      lr=profile.teacher_lr, batch_size=profile.teacher_batch_size,
+                      max_length=profile.max_length, seed=0, evals_per_epoch=profile.evals_per_epoch,
+                      label=label, keep_model=True)
+
+
+def student(profile: Profile, chapter: str, task: str, method: str, seed: int, teacher_exp=None,
+            label: str = "", **hparams) -> Experiment:
+    """The profile's student (a copy of the first layers of the pre-trained checkpoint) trained by ``method``."""
+    return Experiment(chapter=chapter, profile=profile.name, task=task, method=method,
+                      model=ModelSpec(profile.teacher, layers=tuple(profile.student_layers)),
+                      teacher=teacher_exp, hparams=hparams, data=profile.data, train_size=profile.train_size,
+                      dev_size=profile.dev_size, epochs=profile.epochs, lr=profile.lr,
+                      batch_size=profile.batch_size, max_length=profile.max_length, seed=seed,
+                      evals_per_epoch=profile.evals_per_epoch, label=label or method)
+
+
+def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=None, label: str = "",
+          n: int | None = None, **hparams) -> list:
+    """One experiment per seed of the profile (the first ``n`` seeds if given)."""
+    return [student(profile, chapter, task, method, s, teacher_exp, label, **hparams)
+            for s in profile.seeds[:n]]
+
+
+@dataclass(frozen=True)
+class Chapter:
+    key: str
+    notebook: str  # path from the book root
+    title: str
+    plan: Callable[[Profile], dict] | None = None
+
+
+def _hinton_plan(profile):
+    from .hinton import plan
+
+    return plan(profile)
+
+
+CHAPTERS = {
+    "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
+    "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", _hinton_plan),
+}
+
+
+def get_chapter(key: str) -> Chapter:
+    check_choice("chapter", key, CHAPTERS)
+    return CHAPTERS[key]
+
+
+def chapter_plan(key: str, profile: str) -> dict:
+    ch = get_chapter(key)
+    return ch.plan(get_profile(profile)) if ch.plan else {}
