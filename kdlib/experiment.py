@@ -15,6 +15,7 @@ training states live in the cache folder (``KDLIB_CACHE_DIR``, default ``<book>/
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as _dt
 import hashlib
 import json
@@ -176,11 +177,16 @@ def recompute_requested() -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
+    """The commit of the kdlib code this process imported (``+dirty`` if kdlib had local changes).
+
+    Taken once, when kdlib is imported, so a commit made while a long run goes on is not claimed by it."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        sha = head.stdout.strip() if head.returncode == 0 else ""
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "kdlib"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -320,9 +326,10 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
         "git_commit": git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write_text(path, text)
     _clean_state(state_dir)
-    return record
+    return json.loads(text)  # exactly what a later load returns
 
 
 def _agreement(student_logits, teacher_rec: dict, regression: bool) -> float | None:
@@ -361,3 +368,6 @@ def run_all(experiments, force: bool = False, progress: bool | None = None) -> l
                   f"{best[main]:.2f} (epoch {best['epoch']}), {records[-1]['wall_time_s']:.0f} s")
     bar.close()
     return records
+
+
+git_commit()  # pin the commit at import time

@@ -100,3 +100,25 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: floa
     """
     epsilon = check_weight("epsilon", epsilon)
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
+
+
+def kd_scaling_conventions(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> dict:
+    r"""The soft term of KD as common code bases compute it, on the same logits.
+
+    Returns ``{name: (formula, value)}``. Read from the repositories (``shared/reference/papers.md`` §1):
+    this book / Hinton and torchdistill's ``KDLoss`` take :math:`T^2` KL with batch-mean reduction (they
+    differ only in which term α weights); Patient KD's code averages the KL over batch *and* classes;
+    TextBrewer takes the soft cross-entropy without :math:`T^2`; TinyBERT the soft cross-entropy averaged
+    over batch and classes, without :math:`T^2`.
+    """
+    T = check_temperature(T)
+    k = student_logits.size(-1)
+    kl = kd_kl(student_logits, teacher_logits, T) / (T * T)
+    soft_ce = soft_cross_entropy(student_logits, teacher_logits, T)
+    return {
+        "this book, Hinton et al.": ("T²·KL, batch mean", kl * T * T),
+        "torchdistill KDLoss": ("T²·KL, batch mean (α weights the CE)", kl * T * T),
+        "Patient KD code": ("T²·KL, mean over batch and classes", kl * T * T / k),
+        "TextBrewer": ("−Σ p_t log p_s, batch mean, no T²", soft_ce),
+        "TinyBERT": ("−Σ p_t log p_s, mean over batch and classes, no T²", soft_ce / k),
+    }

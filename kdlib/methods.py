@@ -67,7 +67,8 @@ METHODS: dict[str, type] = {
 
 def method_params(method: str) -> list:
     check_choice("method", method, METHODS)
-    return [p for p in inspect.signature(METHODS[method].__init__).parameters if p != "self"]
+    params = inspect.signature(METHODS[method]).parameters.values()
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def make_objective(method: str, hparams: dict | None = None) -> Objective:

@@ -199,7 +199,8 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
     global_step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, total_epochs):
         objective.on_epoch_start(epoch, total_epochs)
-        sampler.set_epoch(epoch)
+        # the prepared loader re-sets its sampler's epoch from its own counter on every pass: set that
+        getattr(train_dl, "set_epoch", sampler.set_epoch)(epoch)
         model.train()
         last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         running, count = 0.0, 0

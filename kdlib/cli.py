@@ -1,0 +1,244 @@
+"""``kdbook`` — run chapters, run their experiments, build the book, list stored results.
+
+    kdbook run chapters/01_hinton_kd.ipynb --profile gpu     # rerun a chapter with papermill
+    kdbook run --all --profile smoke                         # every chapter, quickly, on a CPU
+    kdbook experiment hinton --profile gpu                   # a chapter's experiments without papermill
+    kdbook build                                             # render the book to _build/html
+    kdbook results --profile cpu                             # stored result records
+
+Bad input ends with one line, ``kdbook: error: ...``, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import KDLibError, check_choice, choices
+
+
+def _root() -> Path:
+    from .experiment import book_root
+
+    root = book_root()
+    if root is None:
+        raise KDLibError("not inside the book: no _toc.yml in this folder or above it")
+    return root
+
+
+def _notebooks(root: Path) -> list:
+    from .chapters import CHAPTERS
+
+    return [root / c.notebook for c in CHAPTERS.values() if c.notebook.endswith(".ipynb")]
+
+
+def _resolve_notebook(name: str, root: Path) -> Path:
+    from .chapters import CHAPTERS
+
+    if name in CHAPTERS:
+        name = CHAPTERS[name].notebook
+    path = Path(name)
+    if not path.is_absolute():
+        path = (Path.cwd() / path) if (Path.cwd() / path).exists() else root / path
+    valid = [str(p.relative_to(root)) for p in _notebooks(root)]
+    if not path.is_file() or path.suffix != ".ipynb":
+        raise KDLibError(f"unknown chapter {name!r}; valid choices: {choices(valid)} "
+                         f"(or the chapter keys {choices(k for k, c in CHAPTERS.items() if c.plan)})")
+    return path
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": None}
+
+
+def parse_parameters(notebook: Path, pairs: list) -> dict:
+    """``-p name value`` pairs checked against the notebook's parameters cell (names and types)."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(notebook))
+    params = {}
+    for name, raw in pairs:
+        if name not in declared:
+            raise KDLibError(f"unknown parameter {name!r} for {notebook.name}; valid choices: "
+                             f"{choices(declared)}")
+        kind = declared[name].get("inferred_type_name", "None")
+        try:
+            if kind == "bool":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value = raw.lower() in ("true", "1")
+            elif kind in _TYPES:
+                value = _TYPES[kind](raw)
+            else:
+                value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            raise KDLibError(f"parameter {name!r} of {notebook.name} expects {kind}, got {raw!r}") from None
+        params[name] = value
+    return params
+
+
+def cmd_run(args) -> int:
+    from .profiles import PROFILES
+
+    check_choice("profile", args.profile, PROFILES)
+    root = _root()
+    if args.all == bool(args.notebooks):
+        raise KDLibError("give chapter notebooks or --all (not both)")
+    books = _notebooks(root) if args.all else [_resolve_notebook(n, root) for n in args.notebooks]
+    if args.output and len(books) != 1:
+        raise KDLibError("--output takes one notebook")
+    jobs = []
+    for nb in books:  # check everything before running anything
+        params = {"profile": args.profile, **parse_parameters(nb, args.parameter or [])}
+        if args.inplace:
+            out = nb
+        elif args.output:
+            out = Path(args.output)
+            if out.exists() and not args.force:
+                raise KDLibError(f"{str(out)!r} exists; pass --force to overwrite it")
+        else:
+            out = root / "_build" / "executed" / args.profile / nb.name
+        jobs.append((nb, out, params))
+    env = os.environ
+    if args.force_recompute:
+        env["KDLIB_RECOMPUTE"] = "1"
+    import papermill as pm
+
+    for nb, out, params in jobs:
+        print(f"[kdbook] {nb.relative_to(root)} --profile {args.profile} -> {out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=out.parent)
+        os.close(fd)
+        try:
+            pm.execute_notebook(str(nb), tmp, parameters=params, cwd=str(nb.parent), kernel_name="python3",
+                                progress_bar=args.progress, log_output=args.log_output)
+            os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from .chapters import CHAPTERS, chapter_plan
+    from .report import results_table, run_plan
+
+    check_choice("chapter", args.chapter, [k for k, c in CHAPTERS.items() if c.plan])
+    plan = chapter_plan(args.chapter, args.profile)
+    if args.only:
+        unknown = [r for r in args.only if r not in plan]
+        if unknown:
+            raise KDLibError(f"unknown row {unknown[0]!r}; valid choices: {choices(plan)}")
+        plan = {r: plan[r] for r in args.only}
+    results = run_plan(plan, force=args.force, progress=True if args.progress else None)
+    print(results_table(results).to_string())
+    return 0
+
+
+def cmd_build(args) -> int:
+    root = _root()
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--builder", "html"]
+    if shutil.which("jupyter-book"):
+        cmd = ["jupyter-book", "build", str(root), "--builder", "html"]
+    if not args.no_strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    if args.all:
+        cmd.append("--all")
+    print("[kdbook]", " ".join(cmd))
+    return subprocess.run(cmd, cwd=root).returncode
+
+
+def cmd_results(args) -> int:
+    import pandas as pd
+
+    from .experiment import load_record, results_dir
+    from .profiles import PROFILES
+
+    if args.profile:
+        check_choice("profile", args.profile, PROFILES)
+    base = results_dir()
+    rows = []
+    for path in sorted(base.glob("*/*/*.json")):
+        profile, chapter = path.parent.parent.name, path.parent.name
+        if (args.profile and profile != args.profile) or (args.chapter and chapter != args.chapter):
+            continue
+        r = load_record(path)
+        c = r["config"]
+        best = r["best"]
+        metric = next(k for k in best if k not in ("epoch", "step", "train_loss"))
+        rows.append({"profile": profile, "chapter": chapter, "hash": r["hash"], "label": r.get("label", ""),
+                     "task": c["task"], "method": c["method"], "hparams": c["hparams"] or "",
+                     "seed": c["seed"], "n_train": r["n_train"], "dev": f"{metric} {best[metric]:.2f}", "wall_s": r["wall_time_s"],
+                     "device": r["hardware"].get("gpu", "cpu")})
+    if not rows:
+        print(f"no result records under {base}" + (f" for profile {args.profile}" if args.profile else ""))
+        return 0
+    df = pd.DataFrame(rows)[["profile", "chapter", "hash", "label", "task", "method", "hparams", "seed",
+                              "n_train", "dev", "wall_s", "device"]]
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
+        print(df.to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="kdbook", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"kdlib {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="execute chapters with papermill")
+    r.add_argument("notebooks", nargs="*", help="chapter notebooks or chapter keys (e.g. hinton)")
+    r.add_argument("--all", action="store_true", help="every chapter of the book")
+    r.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter (checked against the parameters cell)")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--inplace", action="store_true", help="write the executed chapter back into chapters/")
+    where.add_argument("--output", help="where to write the executed notebook (one chapter)")
+    r.add_argument("--force", action="store_true", help="overwrite an existing --output file")
+    r.add_argument("--recompute", dest="force_recompute", action="store_true",
+                   help="ignore stored records and train again (KDLIB_RECOMPUTE=1)")
+    r.add_argument("--progress", action="store_true", help="papermill's cell progress bar")
+    r.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("experiment", help="run a chapter's experiments (no papermill; for GPU machines)")
+    e.add_argument("chapter", help="chapter key, e.g. hinton")
+    e.add_argument("--profile", default="cpu")
+    e.add_argument("--only", nargs="+", metavar="ROW", help="only these rows of the plan")
+    e.add_argument("--force", action="store_true", help="train again even where a record is stored")
+    e.add_argument("--progress", action="store_true", help="force progress bars on")
+    e.set_defaults(func=cmd_experiment)
+
+    b = sub.add_parser("build", help="render the book to _build/html (warnings are errors)")
+    b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    b.add_argument("--all", action="store_true", help="rebuild every page")
+    b.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("results", help="list stored result records")
+    s.add_argument("--profile")
+    s.add_argument("--chapter")
+    s.set_defaults(func=cmd_results)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "profile", None) and args.func is not cmd_results:
+            from .profiles import PROFILES
+
+            check_choice("profile", args.profile, PROFILES)
+        return args.func(args)
+    except KDLibError as err:
+        print(f"kdbook: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

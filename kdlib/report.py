@@ -1,0 +1,146 @@
+"""Tables and plots made from result records — never from numbers typed in by hand.
+
+A chapter runs its plan (``{row label: [experiments over seeds]}``) with :func:`run_plan` and gets
+``{row label: [records]}`` back; :func:`results_table` turns that into a pandas table with mean ± std over
+seeds beside the paper's figure, and :func:`plot_curves` draws dev score against training progress.
+"""
+from __future__ import annotations
+
+import math
+from statistics import mean, stdev
+
+import numpy as np
+import pandas as pd
+
+from .data import get_task
+from .experiment import run_all
+
+
+def run_plan(plan: dict, force: bool = False, progress: bool | None = None) -> dict:
+    """Run (or load) every experiment of a chapter plan; returns ``{row: [records]}``."""
+    flat = [e for exps in plan.values() for e in exps]
+    records = iter(run_all(flat, force=force, progress=progress))
+    return {row: [next(records) for _ in exps] for row, exps in plan.items()}
+
+
+def main_metric(records: list) -> str:
+    return get_task(records[0]["config"]["task"]).main_metric
+
+
+def scores(records: list, metric: str | None = None) -> list:
+    metric = metric or main_metric(records)
+    return [r["best"][metric] for r in records]
+
+
+def mean_std(values: list, digits: int = 1) -> str:
+    """``"81.2 ± 0.4"`` over seeds; a single value prints alone."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+
+
+def results_table(results: dict, rows: list | None = None, metric: str | None = None,
+                  paper: dict | None = None, paper_label: str = "paper") -> pd.DataFrame:
+    """One row per plan row: the score (mean ± std over seeds), seeds, agreement with the teacher's
+    predictions, parameters, wall time per run, and the paper's figure where one is given."""
+    rows = rows or list(results)
+    table = []
+    for row in rows:
+        recs = results[row]
+        metric_ = metric or main_metric(recs)
+        agree = [r["teacher"]["agreement"] for r in recs if r.get("teacher") and r["teacher"].get("agreement")]
+        entry = {
+            "": row,
+            f"dev {metric_}": mean_std(scores(recs, metric_)),
+            "seeds": len(recs),
+            "agrees with teacher %": mean_std(agree) if agree else "",
+            "params (M)": f"{recs[0]['student_params'] / 1e6:.1f}",
+            "train examples": f"{recs[0]['n_train']:,}",
+            "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}",
+        }
+        if paper is not None:
+            entry[paper_label] = paper.get(row, "")
+        table.append(entry)
+    df = pd.DataFrame(table).set_index("")
+    df.index.name = None
+    return df
+
+
+def describe_setting(records: list) -> str:
+    """One line saying how a set of records was obtained (for table captions)."""
+    r = records[0]
+    c = r["config"]
+    hw = r["hardware"]
+    where = hw.get("gpu") or f"CPU ({hw['cpu_count']} cores)"
+    return (f"profile {c['profile']}, task {c['task']} ({c['data']} data, {r['n_train']:,} train / "
+            f"{r['n_dev']:,} dev), student {_model(c['model'])}, {c['epochs']:g} epoch(s), lr {c['lr']:g}, "
+            f"batch {c['batch_size']}, on {where}, kdlib {r['kdlib_version']} @ {r['git_commit'][:12]}")
+
+
+def _model(m: dict) -> str:
+    if m.get("fresh"):
+        return f"fresh BERT L{m['fresh'][0]} H{m['fresh'][1]}"
+    if m.get("layers") is not None:
+        return f"{len(m['layers'])}-layer copy of {m['checkpoint']} (layers {list(m['layers'])})"
+    return m["checkpoint"]
+
+
+def difference(a: list, b: list, metric: str | None = None) -> str:
+    """Mean difference of two rows over seeds with Welch's t-test, as a sentence fragment."""
+    from scipy.stats import ttest_ind
+
+    sa, sb = scores(a, metric), scores(b, metric)
+    diff = mean(sa) - mean(sb)
+    text = f"{diff:+.2f} points ({len(sa)} vs {len(sb)} seeds"
+    if len(sa) > 1 and len(sb) > 1 and (np.std(sa) > 0 or np.std(sb) > 0):
+        p = float(ttest_ind(sa, sb, equal_var=False).pvalue)
+        text += f", Welch t-test p = {p:.2f}"
+    return text + ")"
+
+
+def curve(records: list, metric: str | None = None):
+    """Mean (and std) dev score at each evaluation point over seeds: (epochs, mean, std)."""
+    metric = metric or main_metric(records)
+    points = sorted({p["epoch"] for r in records for p in r["history"]})
+    means, stds = [], []
+    for e in points:
+        vals = [p[metric] for r in records for p in r["history"] if p["epoch"] == e]
+        means.append(mean(vals))
+        stds.append(stdev(vals) if len(vals) > 1 else 0.0)
+    return np.array(points), np.array(means), np.array(stds)
+
+
+def plot_curves(results: dict, rows: list, metric: str | None = None, ax=None, title: str = ""):
+    """Dev score against epochs for several rows (mean over seeds, band = ± 1 std)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6))
+    for row in rows:
+        x, m, s = curve(results[row], metric)
+        ax.plot(x, m, marker="o", ms=3, label=row)
+        if s.any():
+            ax.fill_between(x, m - s, m + s, alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"dev {metric or main_metric(results[rows[0]])}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def softmax(logits, T: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=float) / T
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def entropy_bits(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1)
+    return -(p * np.log2(p)).sum(-1)
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"

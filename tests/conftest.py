@@ -1,0 +1,65 @@
+"""Hermetic tests: no network (only loopback sockets), HF offline, results and caches in tmp folders."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("KDLIB_PROGRESS", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("/"):
+        raise OSError(f"tests are hermetic: connection to {host!r} refused")
+    return _connect(self, address)
+
+
+socket.socket.connect = _guarded_connect
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Empty results and cache folders for one test."""
+    monkeypatch.setenv("KDLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("KDLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KDLIB_RECOMPUTE", raising=False)
+    return tmp_path
+
+
+def write_tsv(path: Path, rows, bom: bool = False, final_newline: bool = True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join("\t".join(r) for r in rows) + ("\n" if final_newline else "")
+    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+
+
+@pytest.fixture
+def glue_folder(tmp_path):
+    """A small folder in the original GLUE layout, with the format's quirks."""
+    g = tmp_path / "glue"
+    write_tsv(g / "SST-2" / "train.tsv", [["sentence", "label"], ["hide new secretions ", "0"],
+                                          ['" quoted start without an end ', "1"], ["a gorgeous film ", "1"],
+                                          ["dull , dull , dull ", "0"]])
+    write_tsv(g / "SST-2" / "dev.tsv", [["sentence", "label"], ["it 's a charming journey . ", "1"],
+                                        ["unflinchingly bleak ", "0"]])
+    write_tsv(g / "CoLA" / "train.tsv", [["gj04", "1", "", "Our friends won't buy this analysis."],
+                                         ["gj04", "0", "*", "One more pseudo generalization."]],
+              final_newline=False)
+    write_tsv(g / "MRPC" / "train.tsv", [["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+                                         ["1", "1", "2", 'He said " yes " .', "He agreed ."],
+                                         ["0", "3", "4", "A cat .", "A dog ."]], bom=True)
+    write_tsv(g / "RTE" / "train.tsv", [["index", "sentence1", "sentence2", "label"],
+                                        ["0", '"Quoted premise.', "Hypothesis.", "entailment"],
+                                        ["1", "P.", "H.", "not_entailment"]])
+    write_tsv(g / "STS-B" / "train.tsv", [["index", "genre", "filename", "year", "old_index", "source1",
+                                           "source2", "sentence1", "sentence2", "score"],
+                                          ["0", "g", "f", "y", "0", "s", "s", "A man.", "A person.", "4.2"]])
+    return g

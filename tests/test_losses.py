@@ -1,0 +1,128 @@
+"""Every loss against hand-computed golden values, plus the properties the book relies on.
+
+Golden values: teacher logits z_t = [ln 3, 0] give p_t = [3/4, 1/4] at T = 1; student logits [0, 0] give
+[1/2, 1/2]. KL(p_t || p_s) = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.1308120359. At T = 2, p_t = [√3, 1]/(√3 + 1),
+KL = 0.0363407829, so T²·KL = 0.1453631315. (Computed with Python's math module, not with torch.)
+"""
+import math
+
+import pytest
+import torch
+
+from kdlib import KDLibError, losses
+
+LN3 = math.log(3.0)
+T_LOG = torch.tensor([[LN3, 0.0]])
+S_ZERO = torch.tensor([[0.0, 0.0]])
+
+
+def close(a, b, tol=1e-6):
+    return abs(float(a) - b) < tol
+
+
+@pytest.mark.parametrize("T,expected", [(1, 0.1308120359), (2, 0.1453631315), (4, 0.1494578650)])
+def test_kd_kl_golden(T, expected):
+    assert close(losses.kd_kl(S_ZERO, T_LOG, T), expected)
+
+
+def test_kd_kl_is_batch_mean():
+    s = torch.cat([S_ZERO, T_LOG])  # second row equals the teacher: zero loss
+    t = torch.cat([T_LOG, T_LOG])
+    assert close(losses.kd_kl(s, t, 1), 0.1308120359 / 2)
+
+
+def test_hinton_golden_values():
+    # (1 - 0.5)·CE(y=0, [1/2, 1/2]) + 0.5·KL = 0.5·ln 2 + 0.5·0.1308120359
+    assert close(losses.hinton_kd(S_ZERO, T_LOG, torch.tensor([0]), T=1, alpha=0.5), 0.4119796083)
+    # student [1, 0], gold 1, T = 2, alpha = 0.25: CE = ln(1 + e) = 1.3132616875, T²KL = 0.0011331535
+    got = losses.hinton_kd(torch.tensor([[1.0, 0.0]]), T_LOG, torch.tensor([1]), T=2, alpha=0.25)
+    assert close(got, 0.75 * 1.3132616875 + 0.25 * 0.0011331535)
+
+
+def test_hinton_alpha_extremes():
+    s, y = torch.tensor([[0.3, -0.2], [1.0, 2.0]]), torch.tensor([1, 0])
+    t = torch.tensor([[2.0, -1.0], [0.5, 0.1]])
+    assert close(losses.hinton_kd(s, t, y, T=3, alpha=0), torch.nn.functional.cross_entropy(s, y))
+    assert close(losses.hinton_kd(s, t, y, T=3, alpha=1), losses.kd_kl(s, t, 3))
+
+
+def test_logit_mse_golden():
+    # ||[1, 2] - [0, 0]||² = 5 and ||[0, 0] - [0, 0]||² = 0, batch mean 2.5
+    assert close(losses.logit_mse(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.zeros(2, 2)), 2.5)
+
+
+def test_label_smoothing_golden():
+    # q' = [0.9, 0.1] for eps 0.2 and two classes; -(0.9 ln 3/4 + 0.1 ln 1/4)
+    assert close(losses.label_smoothing_ce(T_LOG, torch.tensor([0]), 0.2), 0.3975433013)
+
+
+def test_soft_cross_entropy_golden_and_relation_to_kl():
+    assert close(losses.soft_cross_entropy(S_ZERO, T_LOG, 2), math.log(2))
+    s, t = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.randn(5, 3)
+    p_t = torch.softmax(t / 2, -1)
+    entropy = -(p_t * p_t.log()).sum(-1).mean()
+    assert close(losses.soft_cross_entropy(s, t, 2), losses.kd_kl(s, t, 2) / 4 + entropy, 1e-5)
+
+
+def test_zero_when_student_equals_teacher():
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    for T in (0.5, 1, 4, 20):
+        assert abs(losses.kd_kl(z, z, T).item()) < 1e-6
+        assert abs(losses.kd_kl(z + 7.0, z, T).item()) < 1e-5  # softmax ignores a constant shift
+    assert losses.logit_mse(z, z).item() == 0
+
+
+def test_kl_is_positive_when_they_differ():
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(16, 4, generator=g), torch.randn(16, 4, generator=g)
+    assert losses.kd_kl(s, t, 2).item() > 0
+
+
+def _grad_norm(T, with_t2):
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(32, 2, generator=g).requires_grad_(True)
+    t = torch.randn(32, 2, generator=g) * 3
+    loss = losses.kd_kl(s, t, T)
+    (loss if with_t2 else loss / T**2).backward()
+    return s.grad.norm().item()
+
+
+def test_t_squared_keeps_gradient_scale():
+    plain = [_grad_norm(T, False) for T in (1, 4, 16)]
+    scaled = [_grad_norm(T, True) for T in (1, 4, 16)]
+    assert plain[1] / plain[0] < 0.2 and plain[2] / plain[1] < 0.1  # falls roughly as 1/T²
+    assert 0.3 < scaled[2] / scaled[0] < 3  # stays of the same order
+
+
+def test_high_temperature_limit_is_logit_matching():
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(64, 3, generator=g).double(), torch.randn(64, 3, generator=g).double()
+    c = lambda z: z - z.mean(-1, keepdim=True)
+    limit = losses.logit_mse(c(s), c(t)) / (2 * 3)
+    assert abs(losses.kd_kl(s, t, 200).item() / limit.item() - 1) < 1e-3
+
+
+def test_regression_kd_uses_mse():
+    s, t, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [2.0]]), torch.tensor([3.0, 2.0])
+    # hard: mean((1-3)², (2-2)²) = 2; soft: mean(1, 0) = 0.5
+    assert close(losses.hinton_kd(s, t, y, T=1, alpha=0.5), 0.5 * 2 + 0.5 * 0.5)
+
+
+def test_conventions_relations():
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    conv = {k: v.item() for k, (_, v) in losses.kd_scaling_conventions(s, t, 2).items()}
+    assert close(conv["Patient KD code"], conv["this book, Hinton et al."] / 4)
+    assert close(conv["TinyBERT"], conv["TextBrewer"] / 4)
+
+
+@pytest.mark.parametrize("T", [0, -1, -0.5])
+def test_bad_temperature(T):
+    with pytest.raises(KDLibError, match=rf"temperature T must be > 0, got {T}"):
+        losses.kd_kl(S_ZERO, T_LOG, T)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_bad_alpha(alpha):
+    with pytest.raises(KDLibError, match=r"alpha must be in \[0, 1\]"):
+        losses.hinton_kd(S_ZERO, T_LOG, torch.tensor([0]), T=2, alpha=alpha)

@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+import kdlib.experiment as ex
+from kdlib import KDLibError
+from kdlib.experiment import Experiment, ModelSpec, atomic_write_text, record_path, run
+
+TINY = ModelSpec("minilm-l6", fresh=(1, 32, 2))
+
+
+def tiny(**kw):
+    base = dict(chapter="test", profile="smoke", task="sst2", method="finetune", model=TINY, data="synthetic",
+                train_size=64, dev_size=32, epochs=1, lr=1e-3, batch_size=16, max_length=24, seed=0)
+    base.update(kw)
+    return Experiment(**base)
+
+
+def _boom(*a, **k):
+    raise AssertionError("training should not have run")
+
+
+def test_record_is_written_with_provenance(store):
+    rec = run(tiny(label="tiny"))
+    path = record_path(tiny())
+    assert path == store / "results" / "smoke" / "test" / f"{tiny().hash}.json"
+    on_disk = json.loads(path.read_text())
+    assert on_disk == rec
+    for key in ("config", "hash", "best", "history", "dev_logits", "wall_time_s", "hardware", "kdlib_version",
+                "git_commit", "n_train", "n_dev", "created"):
+        assert key in rec
+    assert rec["n_train"] == 64 and len(rec["dev_logits"]) == 32 and 0 <= rec["best"]["accuracy"] <= 100
+    assert rec["config"]["seed"] == 0 and rec["label"] == "tiny"
+
+
+def test_cache_hit_loads_without_training(store, monkeypatch):
+    first = run(tiny())
+    monkeypatch.setattr(ex, "train", _boom)
+    assert run(tiny()) == first
+
+
+def test_force_and_recompute_train_again(store, monkeypatch):
+    run(tiny())
+    calls = []
+    real = ex.train
+    monkeypatch.setattr(ex, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run(tiny(), force=True)
+    monkeypatch.setenv("KDLIB_RECOMPUTE", "1")
+    run(tiny())
+    assert len(calls) == 2
+
+
+def test_no_partial_file_after_an_exception(store, monkeypatch):
+    monkeypatch.setattr(ex, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tiny())
+    folder = store / "results" / "smoke" / "test"
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    monkeypatch.setattr(ex.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_hash_ignores_labels_and_chapter_but_not_settings():
+    assert tiny().hash == tiny(label="x", chapter="other").hash
+    assert tiny().hash != tiny(lr=2e-3).hash != tiny(seed=1).hash
+    t = tiny()
+    assert tiny(method="kd", teacher=t, hparams={"T": 2.0, "alpha": 0.5}).hash != \
+        tiny(method="kd", teacher=t.replace(epochs=2), hparams={"T": 2.0, "alpha": 0.5}).hash
+
+
+def test_kd_uses_cached_teacher_outputs(store, monkeypatch):
+    teacher = tiny(chapter="teachers", keep_model=True, lr=3e-3, epochs=2)
+    kd = tiny(method="kd", teacher=teacher, hparams={"T": 2.0, "alpha": 0.5})
+    rec = run(kd)
+    assert rec["teacher"]["hash"] == teacher.hash and rec["teacher"]["agreement"] is not None
+    assert (store / "cache" / "models" / teacher.hash / "config.json").is_file()
+    assert len(list((store / "cache" / "teacher_outputs").glob("*.pt"))) == 1
+    teacher_runs = []
+    monkeypatch.setattr(ex, "teacher_model", lambda *a, **k: teacher_runs.append(1))
+    run(kd.replace(seed=1))  # same teacher, same data: cached outputs, no teacher forward
+    assert teacher_runs == []
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(method="distil"), r"unknown method 'distil'; valid choices: finetune, label_smoothing, kd"),
+    (dict(method="kd", hparams={"T": 2.0}), r"method 'kd' needs a teacher experiment"),
+    (dict(hparams={"T": 2.0}), r"unknown hyper-parameter 'T' for method 'finetune'; valid choices: none"),
+    (dict(method="label_smoothing", hparams={"eps": 0.1}), r"valid choices: epsilon"),
+    (dict(task="mnli2"), r"unknown task 'mnli2'"),
+    (dict(data="hub"), r"unknown data source 'hub'; valid choices: glue, synthetic"),
+])
+def test_bad_experiment_configs(kw, msg):
+    with pytest.raises(KDLibError, match=msg):
+        tiny(**kw)
+
+
+def test_bad_kd_hyper_parameters():
+    t = tiny()
+    with pytest.raises(KDLibError, match="temperature T must be > 0, got 0"):
+        tiny(method="kd", teacher=t, hparams={"T": 0, "alpha": 0.5})
+    with pytest.raises(KDLibError, match=r"alpha must be in \[0, 1\], got 1.2"):
+        tiny(method="kd", teacher=t, hparams={"T": 2, "alpha": 1.2})
