@@ -66,6 +66,11 @@ def parse_parameters(notebook: Path, pairs: list) -> dict:
             raise KDLibError(f"unknown parameter {name!r} for {notebook.name}; valid choices: "
                              f"{choices(declared)}")
         kind = declared[name].get("inferred_type_name", "None")
+        if kind in ("None", None):  # no annotation: take the type of the default value
+            try:
+                kind = type(ast.literal_eval(declared[name]["default"])).__name__
+            except (ValueError, SyntaxError):
+                kind = "None"
         try:
             if kind == "bool":
                 if raw.lower() not in ("true", "false", "1", "0"):

@@ -327,9 +327,16 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     text = json.dumps(record, indent=1) + "\n"
-    atomic_write_text(path, text)
-    _clean_state(state_dir)
+    if _is_main_process():  # under `accelerate launch` only one process writes
+        atomic_write_text(path, text)
+        _clean_state(state_dir)
     return json.loads(text)  # exactly what a later load returns
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _agreement(student_logits, teacher_rec: dict, regression: bool) -> float | None:

@@ -1,0 +1,136 @@
+"""Transfer-set augmenters: new unlabelled examples for the teacher to label.
+
+:class:`TangAugmenter` is the rule-based augmenter of Tang et al. 2019 (*Distilling Task-Specific
+Knowledge from BERT into Simple Neural Networks*, §3.3; shared/reference/papers.md §2). For each word
+draw ``X ~ U[0, 1]``:
+
+* ``X < p_mask`` → the word becomes ``[MASK]``;
+* ``p_mask <= X < p_mask + p_pos`` → a random training-corpus word with the same part-of-speech tag
+  (NLTK's averaged-perceptron tagger; the two operations never touch the same word);
+
+then, with probability ``p_ng``, the example is replaced by one of its n-grams, ``n`` uniform in 1..5.
+``n_iter`` samples are drawn per example and duplicates (and copies of the original) dropped. For
+sentence pairs the augmenter cycles: first sentence only, second only, both.
+
+Augmenters are deterministic for a given seed. Later chapters (TinyBERT, MATE-KD) add their own beside
+this one with the same ``augment(data) -> TaskData`` shape.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .data import TaskData
+from .errors import KDLibError
+
+MASK = "[MASK]"
+TAGGER = "averaged_perceptron_tagger_eng"
+NLTK_ENV = "KDLIB_NLTK_DATA"
+
+
+def pos_tagger():
+    """``nltk.pos_tag_sents``, with the tagger data found locally (``KDLIB_NLTK_DATA``/``NLTK_DATA``) or,
+    where a network exists, downloaded once with ``nltk.download``."""
+    import nltk
+
+    for env in (NLTK_ENV, "NLTK_DATA"):
+        path = os.environ.get(env)
+        if path and path not in nltk.data.path:
+            nltk.data.path.insert(0, path)
+    try:
+        nltk.data.find(f"taggers/{TAGGER}")
+    except LookupError:
+        try:
+            ok = nltk.download(TAGGER, quiet=True, raise_on_error=True)
+        except Exception:  # no network, or the index is unreachable
+            ok = False
+        if not ok:
+            raise KDLibError(f"NLTK tagger {TAGGER!r} not found and could not be downloaded; point "
+                             f"{NLTK_ENV} (or NLTK_DATA) at an nltk_data folder that has taggers/{TAGGER}") from None
+    return nltk.pos_tag_sents
+
+
+@dataclass(frozen=True)
+class TangAugmenter:
+    p_mask: float = 0.1
+    p_pos: float = 0.1
+    p_ng: float = 0.25
+    n_iter: int = 20
+    max_ngram: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("p_mask", "p_pos", "p_ng"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise KDLibError(f"{name} must be in [0, 1], got {value}")
+        if self.p_mask + self.p_pos > 1:
+            raise KDLibError(f"p_mask + p_pos must be at most 1, got {self.p_mask} + {self.p_pos} = "
+                             f"{self.p_mask + self.p_pos:g}")
+        if int(self.n_iter) != self.n_iter or self.n_iter < 1:
+            raise KDLibError(f"n_iter must be an integer >= 1, got {self.n_iter}")
+        if self.max_ngram < 1:
+            raise KDLibError(f"max_ngram must be >= 1, got {self.max_ngram}")
+
+    # -- the three operations -------------------------------------------------------------------------
+    def perturb(self, words: list, tags: list, pools: dict, rng: random.Random) -> list:
+        """Masking and POS-guided replacement, at most one of them per word."""
+        out = []
+        for word, tag in zip(words, tags):
+            x = rng.random()
+            if x < self.p_mask:
+                out.append(MASK)
+            elif x < self.p_mask + self.p_pos and pools.get(tag):
+                out.append(rng.choice(pools[tag]))
+            else:
+                out.append(word)
+        return out
+
+    def ngram(self, words: list, rng: random.Random) -> list:
+        """With probability p_ng, a random n-gram of the words (n uniform in 1..max_ngram)."""
+        if not words or rng.random() >= self.p_ng:
+            return words
+        n = min(rng.randint(1, self.max_ngram), len(words))
+        start = rng.randint(0, len(words) - n)
+        return words[start:start + n]
+
+    def sample(self, words: list, tags: list, pools: dict, rng: random.Random) -> list:
+        return self.ngram(self.perturb(words, tags, pools, rng), rng)
+
+    # -- whole data sets ------------------------------------------------------------------------------
+    def augment(self, data: TaskData, tagger=None) -> TaskData:
+        """The augmented transfer set (new examples only). Labels are copied from the source example for
+        reference; distillation relabels every example with the teacher."""
+        tagger = tagger or pos_tagger()
+        sides = [data.text_a] + ([data.text_b] if data.text_b is not None else [])
+        words = [[t.split() for t in side] for side in sides]
+        tags = [[[tag for _, tag in sent] for sent in tagger(side)] for side in words]
+        pools = defaultdict(list)  # tag -> words with that tag, one entry per occurrence (frequency-weighted)
+        for side_w, side_t in zip(words, tags):
+            for ws, ts in zip(side_w, side_t):
+                for w, t in zip(ws, ts):
+                    pools[t].append(w)
+        rng = random.Random(self.seed)
+        new_a, new_b, labels = [], [] if data.text_b is not None else None, []
+        for i in range(len(data)):
+            seen = {tuple(" ".join(side[i]) for side in words)}
+            for it in range(self.n_iter):
+                if data.text_b is None:
+                    which = (0,)
+                else:
+                    which = ((0,), (1,), (0, 1))[it % 3]  # first only, second only, both
+                out = []
+                for s in range(len(sides)):
+                    ws = words[s][i]
+                    out.append(" ".join(self.sample(ws, tags[s][i], pools, rng)) if s in which else " ".join(ws))
+                key = tuple(out)
+                if key in seen or not all(out):
+                    continue
+                seen.add(key)
+                new_a.append(out[0])
+                if new_b is not None:
+                    new_b.append(out[1])
+                labels.append(data.labels[i])
+        return TaskData(data.task, f"{data.split}+tang", new_a, new_b, labels, data.source)

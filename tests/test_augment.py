@@ -1,0 +1,106 @@
+import os
+import random
+from collections import Counter
+
+import pytest
+
+from kdlib import KDLibError
+from kdlib.augment import MASK, TangAugmenter, pos_tagger
+from kdlib.data import TaskData
+
+WORDS = [f"w{i}" for i in range(20)]
+TAGS = ["X"] * 20
+POOLS = {"X": ["REPL"]}
+
+
+def fake_tagger(sents):
+    return [[(w, "X") for w in s] for s in sents]
+
+
+def rates(aug, n=2000):
+    rng = random.Random(0)
+    c = Counter()
+    for _ in range(n):
+        c.update("mask" if w == MASK else "pos" if w == "REPL" else "keep"
+                 for w in aug.perturb(WORDS, TAGS, POOLS, rng))
+    total = sum(c.values())
+    return {k: v / total for k, v in c.items()}
+
+
+@pytest.mark.parametrize("p_mask,p_pos", [(0.1, 0.1), (0.3, 0.05), (0.0, 0.5)])
+def test_operation_probabilities_are_honoured(p_mask, p_pos):
+    r = rates(TangAugmenter(p_mask=p_mask, p_pos=p_pos))
+    assert abs(r.get("mask", 0) - p_mask) < 0.01 and abs(r.get("pos", 0) - p_pos) < 0.01
+
+
+def test_mask_and_pos_never_on_the_same_word():
+    # with p_mask + p_pos = 1 every word is either masked or replaced, never both, never kept
+    r = rates(TangAugmenter(p_mask=0.4, p_pos=0.6), n=500)
+    assert set(r) == {"mask", "pos"} and abs(r["mask"] - 0.4) < 0.02
+
+
+def test_ngram_probability_and_length():
+    aug = TangAugmenter(p_ng=0.25)
+    rng = random.Random(1)
+    lengths = [len(aug.ngram(WORDS, rng)) for _ in range(4000)]
+    cut = [n for n in lengths if n != len(WORDS)]
+    assert abs(len(cut) / len(lengths) - 0.25) < 0.02
+    assert set(cut) == {1, 2, 3, 4, 5}
+    sample = aug.ngram(WORDS, random.Random(3))
+    text = " ".join(WORDS)
+    assert " ".join(sample) in text  # a contiguous n-gram
+
+
+def test_deterministic_under_a_seed_and_drops_duplicates():
+    data = TaskData("sst2", "train", ["a b c d e f", "g h i j"], None, [1, 0])
+    a = TangAugmenter(n_iter=10, seed=7).augment(data, fake_tagger)
+    b = TangAugmenter(n_iter=10, seed=7).augment(data, fake_tagger)
+    c = TangAugmenter(n_iter=10, seed=8).augment(data, fake_tagger)
+    assert a.text_a == b.text_a and a.text_a != c.text_a
+    assert len(set(a.text_a)) == len(a.text_a) <= 20
+    assert not set(a.text_a) & set(data.text_a)
+
+
+def test_pairs_cycle_first_second_both():
+    data = TaskData("mrpc", "train", ["the first sentence is here"], ["and the second one there"], [1])
+    aug = TangAugmenter(p_mask=0.5, p_pos=0.0, p_ng=0.0, n_iter=3, seed=0)
+    out = aug.augment(data, fake_tagger)
+    assert len(out) == 3
+    assert out.text_b[0] == data.text_b[0] and out.text_a[0] != data.text_a[0]  # first only
+    assert out.text_a[1] == data.text_a[0] and out.text_b[1] != data.text_b[0]  # second only
+    assert out.text_a[2] != data.text_a[0] and out.text_b[2] != data.text_b[0]  # both
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(p_mask=1.2), r"p_mask must be in \[0, 1\], got 1.2"),
+    (dict(p_pos=-0.1), r"p_pos must be in \[0, 1\], got -0.1"),
+    (dict(p_mask=0.6, p_pos=0.5), r"p_mask \+ p_pos must be at most 1, got 0.6 \+ 0.5 = 1.1"),
+    (dict(n_iter=0), r"n_iter must be an integer >= 1, got 0"),
+])
+def test_bad_parameters(kw, msg):
+    with pytest.raises(KDLibError, match=msg):
+        TangAugmenter(**kw)
+
+
+def test_missing_tagger_without_network(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    monkeypatch.delenv("KDLIB_NLTK_DATA", raising=False)
+    with pytest.raises(KDLibError, match=r"NLTK tagger 'averaged_perceptron_tagger_eng' not found and could not be downloaded"):
+        pos_tagger()
+
+
+NLTK_DIR = os.environ.get("KDLIB_NLTK_DATA") or os.environ.get("NLTK_DATA")
+
+
+@pytest.mark.skipif(not NLTK_DIR, reason="no local nltk_data (KDLIB_NLTK_DATA)")
+def test_real_tagger_replaces_with_same_tag():
+    tag = pos_tagger()
+    data = TaskData("sst2", "train", ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés ."],
+                    None, [1, 0])
+    out = TangAugmenter(p_mask=0.0, p_pos=1.0, p_ng=0.0, n_iter=5, seed=0).augment(data, tag)
+    assert len(out) > 0
+    for sent in out.text_a:
+        assert len(sent.split()) in (7, 8)  # word for word replacement keeps the length

@@ -1,0 +1,75 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kdlib.cli import main
+
+from .conftest import ROOT
+
+CH1 = str(ROOT / "chapters" / "01_hinton_kd.ipynb")
+
+
+def error_line(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("kdbook: error: ")
+    return err[0]
+
+
+def test_unknown_profile(capsys):
+    assert "unknown profile 'tpu'; valid choices: smoke, cpu, gpu" in error_line(capsys, ["run", CH1, "--profile", "tpu"])
+
+
+def test_unknown_chapter(capsys):
+    line = error_line(capsys, ["run", "chapters/99_nothing.ipynb", "--profile", "smoke"])
+    assert "unknown chapter 'chapters/99_nothing.ipynb'; valid choices: chapters/01_hinton_kd.ipynb" in line
+    assert "unknown chapter 'nope'; valid choices: hinton" in error_line(capsys, ["experiment", "nope", "--profile", "smoke"])
+
+
+def test_parameter_of_the_wrong_type(tmp_path, capsys):
+    nb = tmp_path / "p.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None,
+                                         "outputs": [], "source": "profile = 'cpu'\nseeds = 3\n"}],
+                              "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}},
+                              "nbformat": 4, "nbformat_minor": 5}))
+    line = error_line(capsys, ["run", str(nb), "--profile", "smoke", "-p", "seeds", "three"])
+    assert "parameter 'seeds' of p.ipynb expects int, got 'three'" in line
+    line = error_line(capsys, ["run", str(nb), "--profile", "smoke", "-p", "sedes", "3"])
+    assert "unknown parameter 'sedes' for p.ipynb; valid choices: profile, seeds" in line
+    assert not list(tmp_path.glob("*.tmp*")) and not (ROOT / "_build" / "executed" / "smoke" / "p.ipynb").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "mine.ipynb"
+    out.write_text("my work")
+    line = error_line(capsys, ["run", CH1, "--profile", "smoke", "--output", str(out)])
+    assert "exists; pass --force to overwrite it" in line and out.read_text() == "my work"
+
+
+def test_unknown_plan_row(capsys):
+    assert "unknown row 'nope'; valid choices: teacher" in error_line(
+        capsys, ["experiment", "hinton", "--profile", "smoke", "--only", "nope"])
+
+
+def test_results_lists_records(store, capsys):
+    from kdlib.experiment import atomic_write_text
+
+    rec = {"hash": "abc", "label": "x", "config": {"task": "sst2", "method": "kd", "hparams": {"T": 2}, "seed": 1},
+           "best": {"epoch": 1.0, "step": 3, "train_loss": 0.1, "accuracy": 88.5}, "n_train": 10,
+           "wall_time_s": 1.0, "hardware": {}}
+    atomic_write_text(store / "results" / "cpu" / "hinton" / "abc.json", json.dumps(rec))
+    assert main(["results", "--profile", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "hinton" in out and "accuracy 88.50" in out
+    assert main(["results", "--profile", "gpu"]) == 0 and "no result records" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("kdbook") or pytest.skip("kdbook not on PATH")
+    proc = subprocess.run([exe, "run", CH1, "--profile", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("kdbook: error: unknown profile 'nope'")
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("kdlib ")
