@@ -47,8 +47,13 @@ class ModelSpec:
     checkpoint: str
     layers: tuple | None = None  # 0-based encoder layers copied from the checkpoint; None keeps all
     fresh: tuple | None = None  # (layers, hidden, heads) for a randomly initialised BERT (vocab of checkpoint)
+    # (hidden, fc, embeddings) for Tang et al.'s BiLSTM over the checkpoint's vocabulary; embeddings is
+    # "teacher" (the checkpoint's word-embedding table) or "random" (300-d, trained from scratch)
+    bilstm: tuple | None = None
 
     def describe(self) -> str:
+        if self.bilstm:
+            return f"BiLSTM {self.bilstm[0]} units, FC {self.bilstm[1]}, {self.bilstm[2]} embeddings"
         if self.fresh:
             return f"fresh BERT L{self.fresh[0]} H{self.fresh[1]} (vocab of {self.checkpoint})"
         if self.layers is not None:
@@ -77,12 +82,21 @@ class Experiment:
     evals_per_epoch: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  # or "adadelta" (Tang et al. 2019: lr 1.0, rho 0.95, constant)
+    augment: tuple | None = None  # (p_mask, p_pos, p_ng, n_iter) of a Tang et al. transfer set
     label: str = field(default="", compare=False)  # display name; not part of the hash
     keep_model: bool = field(default=False, compare=False)  # save the best weights (teachers); not hashed
 
     def __post_init__(self):
         get_task(self.task)
         check_choice("data source", self.data, DATA_SOURCES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.augment is not None:
+            from .augment import TangAugmenter
+
+            TangAugmenter(*self.augment)  # validates the probabilities and n_iter
+        if self.model.bilstm is not None:
+            check_choice("BiLSTM embeddings", self.model.bilstm[2], ("teacher", "random"))
         if isinstance(self.hparams, dict):
             object.__setattr__(self, "hparams", tuple(sorted(self.hparams.items())))
         make_objective(self.method, self.hp)  # validates the method and its hyper-parameters
@@ -108,8 +122,18 @@ class Experiment:
         return dataclasses.replace(self, **changes)
 
 
+#: Fields added to Experiment or ModelSpec after the first records were written, with their defaults.
+#: At its default such a field is left out of the hash, so adding a field keeps every stored record valid.
+ADDED_FIELDS: dict = {"optimizer": "adamw", "augment": None, "model.bilstm": None}
+OPTIMIZERS = ("adamw", "adadelta")
+
+
 def _hashable(d: dict) -> dict:
-    d = {k: v for k, v in d.items() if k not in ("chapter", "label", "keep_model")}
+    d = {k: v for k, v in d.items() if k not in ("chapter", "label", "keep_model")
+         and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    if isinstance(d.get("model"), dict):
+        d["model"] = {k: v for k, v in d["model"].items()
+                      if not (f"model.{k}" in ADDED_FIELDS and v == ADDED_FIELDS[f"model.{k}"])}
     if d.get("teacher"):
         d["teacher"] = _hashable(d["teacher"])
     return d
@@ -222,13 +246,46 @@ def split_data(exp: Experiment, split: str) -> TaskData:
     if exp.data == "synthetic":
         if size is None:
             raise KDLibError(f"synthetic data needs a {split} size")
-        return synthetic_task(exp.task, split, size, seed=exp.subset_seed)
-    data = load_task(exp.task, split)
-    return data.subset(size, exp.subset_seed) if split == "train" else data
+        data = synthetic_task(exp.task, split, size, seed=exp.subset_seed)
+    else:
+        data = load_task(exp.task, split)
+        data = data.subset(size, exp.subset_seed) if split == "train" else data
+    if split == "train" and exp.augment is not None:
+        data = augmented(exp, data)
+    return data
+
+
+def augmented(exp: Experiment, data: TaskData) -> TaskData:
+    """``data`` followed by its Tang et al. augmentations, cached on disk (tagging takes a while)."""
+    from .augment import TangAugmenter
+
+    key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
+               "subset_seed": exp.subset_seed, "augment": list(exp.augment), "seed": exp.subset_seed}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "augmented" / f"{key}.json"
+    if path.is_file():
+        extra = TaskData(**json.loads(path.read_text()))
+    else:
+        extra = TangAugmenter(*exp.augment, seed=exp.subset_seed).augment(data)
+        atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
+    both = lambda a, b: None if a is None else a + b
+    return TaskData(data.task, "train+tang", data.text_a + extra.text_a, both(data.text_b, extra.text_b),
+                    data.labels + extra.labels, data.source)
 
 
 def build_model(exp: Experiment, num_labels: int, tokenizer):
     spec = exp.model
+    if spec.bilstm:
+        from .bilstm import BiLSTMClassifier
+
+        hidden, fc, init = spec.bilstm
+        table = None
+        if init == "teacher":
+            table = load_classifier(spec.checkpoint, num_labels).get_input_embeddings().weight.detach().clone()
+        torch.manual_seed(exp.seed)
+        return BiLSTMClassifier(len(tokenizer), num_labels, embed_dim=300 if table is None else table.size(1),
+                                hidden=hidden, fc=fc, pair=get_task(exp.task).is_pair,
+                                padding_idx=tokenizer.pad_token_id or 0, embeddings=table)
     if spec.fresh:
         layers, hidden, heads = spec.fresh
         return fresh_student(len(tokenizer), num_labels, layers, hidden, heads, seed=exp.seed)
@@ -256,6 +313,8 @@ def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progre
     key_src = {"teacher": teacher.hash, "tokenizer": teacher.model.checkpoint, "task": data.task,
                "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
                "subset_seed": exp.subset_seed, "max_length": exp.max_length, "outputs": ["logits"]}
+    if exp.augment is not None:
+        key_src["augment"] = list(exp.augment)
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher_outputs" / f"{key}.pt"
     if path.is_file():
@@ -296,7 +355,7 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
     model = build_model(exp, spec.num_labels, tok)
     args = TrainArgs(epochs=exp.epochs, lr=exp.lr, batch_size=exp.batch_size, seed=exp.seed,
                      evals_per_epoch=exp.evals_per_epoch, warmup_ratio=exp.warmup_ratio,
-                     weight_decay=exp.weight_decay)
+                     weight_decay=exp.weight_decay, optimizer=exp.optimizer)
     state_dir = cache_dir() / "runs" / exp.hash
     result = train(model, train_enc, dev_enc, exp.task, make_objective(exp.method, exp.hp), args,
                    teacher_cache=cache, state_dir=state_dir, keep_best=keep_model,

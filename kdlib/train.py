@@ -40,6 +40,7 @@ class TrainArgs:
     evals_per_epoch: int = 1
     seed: int = 0
     eval_batch_size: int = 128
+    optimizer: str = "adamw"  # "adadelta": Tang et al.'s AdaDelta (rho 0.95), constant learning rate
 
 
 class Objective:
@@ -89,6 +90,8 @@ def progress_enabled() -> bool:
 
 
 def _optimizer(model, args: TrainArgs):
+    if args.optimizer == "adadelta":
+        return torch.optim.Adadelta(model.parameters(), lr=args.lr, rho=0.95)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -164,7 +167,10 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
     steps_per_epoch = len(train_dl)
     total_epochs = math.ceil(args.epochs)
     total_steps = max(1, int(round(args.epochs * steps_per_epoch)))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    if args.optimizer == "adadelta":  # AdaDelta adapts its own step sizes: no schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl,
                                                                         scheduler)
     eval_every = max(1, steps_per_epoch // max(1, args.evals_per_epoch))

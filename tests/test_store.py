@@ -107,3 +107,36 @@ def test_bad_kd_hyper_parameters():
         tiny(method="kd", teacher=t, hparams={"T": 0, "alpha": 0.5})
     with pytest.raises(KDLibError, match=r"alpha must be in \[0, 1\], got 1.2"):
         tiny(method="kd", teacher=t, hparams={"T": 2, "alpha": 1.2})
+
+
+def test_hashes_are_stable():
+    """Stored records are found by hash: a change here orphans every committed record (see ADDED_FIELDS)."""
+    from kdlib.chapters import chapter_plan
+
+    assert tiny().hash == "55cf1146742aa06e"
+    assert chapter_plan("hinton", "cpu")["teacher"][0].hash == "60db38fa48d62f17"
+
+
+def test_added_fields_at_default_leave_the_hash(monkeypatch):
+    d = tiny().to_dict()
+    before = ex._hashable(d)
+    monkeypatch.setitem(ex.ADDED_FIELDS, "optimizer", "adamw")
+    assert ex._hashable({**d, "optimizer": "adamw"}) == before
+    assert ex._hashable({**d, "optimizer": "adadelta"}) != before
+
+
+@pytest.mark.skipif(not (__import__("os").environ.get("KDLIB_NLTK_DATA") or __import__("os").environ.get("NLTK_DATA")),
+                    reason="no local nltk_data for the POS tagger")
+def test_bilstm_student_on_an_augmented_transfer_set(store):
+    teacher = tiny(chapter="teachers", keep_model=True, lr=3e-3, epochs=2)
+    bilstm = ModelSpec("minilm-l6", bilstm=(16, 24, "random"))
+    exp = tiny(method="logit_mse", teacher=teacher, hparams={"alpha": 1.0}, model=bilstm, optimizer="adadelta",
+               lr=1.0, augment=(0.1, 0.1, 0.25, 3))
+    rec = run(exp)
+    assert rec["n_train"] > 64 * 2  # originals plus their augmentations, all labelled by the teacher
+    assert rec["student_params"] - 30522 * 300 < 1e5 and 0 <= rec["best"]["accuracy"] <= 100
+    assert len(list((store / "cache" / "augmented").glob("*.json"))) == 1
+    with pytest.raises(KDLibError, match="unknown optimizer 'sgd'; valid choices: adamw, adadelta"):
+        exp.replace(optimizer="sgd")
+    with pytest.raises(KDLibError, match=r"p_mask \+ p_pos must be at most 1"):
+        exp.replace(augment=(0.6, 0.6, 0.25, 3))
