@@ -260,7 +260,7 @@ def augmented(exp: Experiment, data: TaskData) -> TaskData:
     from .augment import TangAugmenter
 
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
-               "subset_seed": exp.subset_seed, "augment": list(exp.augment), "seed": exp.subset_seed}
+               "subset_seed": exp.subset_seed, "augment": list(exp.augment)}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "augmented" / f"{key}.json"
     if path.is_file():

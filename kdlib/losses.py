@@ -118,7 +118,7 @@ def kd_scaling_conventions(student_logits: torch.Tensor, teacher_logits: torch.T
     return {
         "this book, Hinton et al.": ("T²·KL, batch mean", kl * T * T),
         "torchdistill KDLoss": ("T²·KL, batch mean (α weights the CE)", kl * T * T),
-        "Patient KD code": ("T²·KL, mean over batch and classes", kl * T * T / k),
+        "Patient KD code": ("T²·KL, mean over batch·classes", kl * T * T / k),
         "TextBrewer": ("−Σ p_t log p_s, batch mean, no T²", soft_ce),
-        "TinyBERT": ("−Σ p_t log p_s, mean over batch and classes, no T²", soft_ce / k),
+        "TinyBERT": ("−Σ p_t log p_s, mean over batch·classes, no T²", soft_ce / k),
     }

@@ -53,7 +53,7 @@ def results_table(results: dict, rows: list | None = None, metric: str | None = 
             "": row,
             f"dev {metric_}": mean_std(scores(recs, metric_)),
             "seeds": len(recs),
-            "agrees with teacher %": mean_std(agree) if agree else "",
+            "agrees with teacher %": mean_std(agree) if agree else "–",
             "params (M)": f"{recs[0]['student_params'] / 1e6:.1f}",
             "train examples": f"{recs[0]['n_train']:,}",
             "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}",
@@ -66,15 +66,20 @@ def results_table(results: dict, rows: list | None = None, metric: str | None = 
     return df
 
 
-def describe_setting(records: list) -> str:
-    """One line saying how a set of records was obtained (for table captions)."""
+def describe_setting(records: list, width: int | None = 84) -> str:
+    """How a set of records was obtained (for table captions), wrapped to ``width`` columns."""
     r = records[0]
     c = r["config"]
     hw = r["hardware"]
     where = hw.get("gpu") or f"CPU ({hw['cpu_count']} cores)"
-    return (f"profile {c['profile']}, task {c['task']} ({c['data']} data, {r['n_train']:,} train / "
+    text = (f"profile {c['profile']}, task {c['task']} ({c['data']} data, {r['n_train']:,} train / "
             f"{r['n_dev']:,} dev), student {_model(c['model'])}, {c['epochs']:g} epoch(s), lr {c['lr']:g}, "
             f"batch {c['batch_size']}, on {where}, kdlib {r['kdlib_version']} @ {r['git_commit'][:12]}")
+    if width is None:
+        return text
+    import textwrap
+
+    return textwrap.fill(text, width)
 
 
 def _model(m: dict) -> str:

@@ -51,7 +51,8 @@ def plan(profile) -> dict:
 #: The paper's figures, from shared/reference/papers.md §1, where the sheet marks them as *recalled*
 #: (MNIST test errors out of 10,000; a different task and model family from ours).
 PAPER = {
-    "teacher": "MNIST: 67 test errors (large net)",
-    "student, labels only": "MNIST: 146 test errors (small net)",
-    f"student, KD T={T_MAIN:g} α={ALPHA_MAIN:g}": "MNIST: 74 test errors (small net, T = 20)",
+    "teacher": "67 (large net)",
+    "student, labels only": "146 (small net)",
+    f"student, KD T={T_MAIN:g} α={ALPHA_MAIN:g}": "74 (small net, T = 20)",
 }
+PAPER_LABEL = "paper: MNIST test errors"
