@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from kdlib import report
+
+
+def rec(acc, seed=0, history=None, agreement=None):
+    return {"config": {"task": "sst2", "profile": "cpu", "data": "glue", "epochs": 1, "lr": 1e-4, "batch_size": 64,
+                       "model": {"checkpoint": "minilm-l6", "layers": [0, 1], "fresh": None}, "seed": seed},
+            "best": {"epoch": 1.0, "accuracy": acc}, "history": history or [{"epoch": 1.0, "accuracy": acc}],
+            "student_params": 13_800_000, "n_train": 67349, "n_dev": 872, "wall_time_s": 120.0,
+            "teacher": {"agreement": agreement} if agreement is not None else None,
+            "hardware": {"cpu_count": 2}, "kdlib_version": "0.1.0", "git_commit": "abcdef1234567890"}
+
+
+def test_mean_std():
+    assert report.mean_std([83.0, 84.0, 85.0]) == "84.0 ± 1.0"
+    assert report.mean_std([83.37]) == "83.4"
+
+
+def test_results_table_reads_the_records():
+    results = {"labels": [rec(83.0, 0), rec(85.0, 1)], "kd": [rec(86.0, 0, agreement=90.0), rec(86.0, 1, agreement=92.0)]}
+    t = report.results_table(results, paper={"kd": "74"}, paper_label="paper")
+    assert list(t.index) == ["labels", "kd"]
+    assert t.loc["labels", "dev accuracy"] == "84.0 ± 1.4" and t.loc["kd", "dev accuracy"] == "86.0 ± 0.0"
+    assert t.loc["kd", "agrees with teacher %"] == "91.0 ± 1.4" and t.loc["labels", "agrees with teacher %"] == "–"
+    assert t.loc["kd", "paper"] == "74" and t.loc["labels", "paper"] == ""
+    assert t.loc["kd", "min / run"] == "2.0" and t.loc["kd", "train examples"] == "67,349"
+
+
+def test_difference_and_curve():
+    a, b = [rec(86.0, 0), rec(87.0, 1), rec(86.5, 2)], [rec(83.0, 0), rec(84.0, 1), rec(83.5, 2)]
+    text = report.difference(a, b)
+    assert text.startswith("+3.00 points (3 vs 3 seeds, Welch t-test p = 0.0")
+    h = lambda x: [{"epoch": 0.5, "accuracy": x - 2}, {"epoch": 1.0, "accuracy": x}]
+    x, m, s = report.curve([rec(80, 0, h(80)), rec(82, 1, h(82))])
+    assert list(x) == [0.5, 1.0] and list(m) == [79.0, 81.0] and s[0] == pytest.approx(np.sqrt(2))
+
+
+def test_describe_setting_and_softmax():
+    line = report.describe_setting([rec(80.0)], width=None)
+    assert "profile cpu, task sst2 (glue data, 67,349 train / 872 dev)" in line and "@ abcdef123456" in line
+    assert all(len(l) <= 84 for l in report.describe_setting([rec(80.0)]).splitlines())
+    p = report.softmax([[np.log(3), 0.0]], T=1)
+    assert np.allclose(p, [[0.75, 0.25]]) and np.allclose(report.entropy_bits([[0.5, 0.5]]), [1.0])
