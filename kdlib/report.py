@@ -39,16 +39,31 @@ def mean_std(values: list, digits: int = 1) -> str:
     return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
 
 
+def agreement(record: dict, teacher: dict) -> float:
+    """How often ``record``'s dev predictions equal ``teacher``'s (percent), from the stored dev logits."""
+    from .metrics import predictions_from_logits
+
+    s = predictions_from_logits(record["dev_logits"])
+    t = predictions_from_logits(teacher["dev_logits"])
+    return 100.0 * float((s == t).mean())
+
+
 def results_table(results: dict, rows: list | None = None, metric: str | None = None,
-                  paper: dict | None = None, paper_label: str = "paper") -> pd.DataFrame:
+                  paper: dict | None = None, paper_label: str = "paper", teacher: dict | None = None) -> pd.DataFrame:
     """One row per plan row: the score (mean ± std over seeds), seeds, agreement with the teacher's
-    predictions, parameters, wall time per run, and the paper's figure where one is given."""
+    predictions, parameters, wall time per run, and the paper's figure where one is given.
+
+    Agreement is measured against ``teacher`` (a record) for every row when given, else against each
+    record's own teacher."""
     rows = rows or list(results)
     table = []
     for row in rows:
         recs = results[row]
         metric_ = metric or main_metric(recs)
-        agree = [r["teacher"]["agreement"] for r in recs if r.get("teacher") and r["teacher"].get("agreement")]
+        if teacher is not None:
+            agree = [agreement(r, teacher) for r in recs if r["hash"] != teacher["hash"]]
+        else:
+            agree = [r["teacher"]["agreement"] for r in recs if r.get("teacher") and r["teacher"].get("agreement")]
         entry = {
             "": row,
             f"dev {metric_}": mean_std(scores(recs, metric_)),

@@ -43,3 +43,11 @@ def test_describe_setting_and_softmax():
     assert all(len(l) <= 84 for l in report.describe_setting([rec(80.0)]).splitlines())
     p = report.softmax([[np.log(3), 0.0]], T=1)
     assert np.allclose(p, [[0.75, 0.25]]) and np.allclose(report.entropy_bits([[0.5, 0.5]]), [1.0])
+
+
+def test_agreement_against_a_given_teacher():
+    teacher = {**rec(90.0), "hash": "t", "dev_logits": [[1, 0], [0, 1], [0, 1], [1, 0]]}
+    student = {**rec(80.0), "hash": "s", "dev_logits": [[1, 0], [1, 0], [0, 1], [1, 0]]}
+    assert report.agreement(student, teacher) == 75.0
+    t = report.results_table({"teacher": [teacher], "student": [student]}, teacher=teacher)
+    assert t.loc["student", "agrees with teacher %"] == "75.0" and t.loc["teacher", "agrees with teacher %"] == "–"
