@@ -341,8 +341,7 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
     keep_model = keep_model or exp.keep_model
     path = record_path(exp)
     if path.is_file() and not force and not recompute_requested():
-        if not keep_model or (model_dir(exp) / "config.json").is_file():
-            return load_record(path)
+        return load_record(path)  # a teacher's weights are fetched (or retrained) only when needed
     spec = get_task(exp.task)
     train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
     teacher_rec, cache = None, None

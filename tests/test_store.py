@@ -140,3 +140,14 @@ def test_bilstm_student_on_an_augmented_transfer_set(store):
         exp.replace(optimizer="sgd")
     with pytest.raises(KDLibError, match=r"p_mask \+ p_pos must be at most 1"):
         exp.replace(augment=(0.6, 0.6, 0.25, 3))
+
+
+def test_stored_teacher_record_loads_without_its_weights(store, monkeypatch):
+    """A fresh clone has the records but no cached weights: showing a teacher's record must not retrain it."""
+    import shutil
+
+    teacher = tiny(chapter="teachers", keep_model=True)
+    first = run(teacher)
+    shutil.rmtree(store / "cache" / "models")
+    monkeypatch.setattr(ex, "train", _boom)
+    assert run(teacher) == first
