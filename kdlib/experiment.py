@@ -34,7 +34,7 @@ from .errors import KDLibError, check_choice
 from .methods import make_objective, needs_teacher
 from .metrics import predictions_from_logits, task_metrics
 from .models import count_parameters, quiet_transformers, fresh_student, load_classifier, load_tokenizer, student_from_teacher
-from .train import TrainArgs, make_loader, predict, train
+from .train import TrainArgs, make_loader, predict, progress_enabled, train
 
 RESULTS_ENV, CACHE_ENV, RECOMPUTE_ENV = "KDLIB_RESULTS_DIR", "KDLIB_CACHE_DIR", "KDLIB_RECOMPUTE"
 DATA_SOURCES = ("glue", "synthetic")
@@ -421,7 +421,8 @@ def run_all(experiments, force: bool = False, progress: bool | None = None) -> l
 
     todo = [e for e in experiments if force or recompute_requested() or find_record(e) is None]
     records = []
-    bar = tqdm(total=len(todo), desc="experiments", disable=not todo or progress is False, leave=False)
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(total=len(todo), desc="experiments", disable=not todo or not show, leave=False)
     for exp in experiments:
         fresh = exp in todo
         records.append(run(exp, force=force, progress=progress))
