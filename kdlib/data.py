@@ -286,23 +286,3 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int | None,
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-class BatchLoader:
-    """An iterable of padded batches; ``set_epoch`` reshuffles deterministically (seed + epoch)."""
-
-    def __init__(self, enc: Encoded, batch_size: int, shuffle: bool, seed: int = 0, pad_id: int = 0):
-        self.enc, self.batch_size, self.shuffle, self.seed, self.pad_id = enc, batch_size, shuffle, seed, pad_id
-        self.lengths = [len(x) for x in enc.input_ids]
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches = bucketed_batches(self.lengths, self.batch_size,
-                                        self.seed * 1000 + epoch if self.shuffle else None)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        for b in self.batches:
-            yield collate(self.enc, b, self.pad_id)
