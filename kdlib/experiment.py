@@ -32,9 +32,9 @@ from . import __version__
 from .data import TaskData, encode, get_task, load_task, synthetic_task
 from .errors import KDLibError, check_choice
 from .methods import make_objective, needs_teacher
-from .metrics import predictions_from_logits, task_metrics
+from .metrics import predictions_from_logits
 from .models import count_parameters, quiet_transformers, fresh_student, load_classifier, load_tokenizer, student_from_teacher
-from .train import TrainArgs, make_loader, predict, progress_enabled, train
+from .train import TrainArgs, atomic_torch_save, make_loader, predict, progress_enabled, train
 
 RESULTS_ENV, CACHE_ENV, RECOMPUTE_ENV = "KDLIB_RESULTS_DIR", "KDLIB_CACHE_DIR", "KDLIB_RECOMPUTE"
 DATA_SOURCES = ("glue", "synthetic")
@@ -326,10 +326,7 @@ def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progre
     model.to(device)
     logits = predict(model, make_loader(enc, 256, False, pad_id=tok.pad_token_id or 0), device=device)
     out = {"logits": logits}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(out, path)
     return out
 
 

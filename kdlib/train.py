@@ -82,6 +82,14 @@ def make_loader(enc: Encoded, batch_size: int, shuffle: bool, seed: int = 0, pad
     return DataLoader(range(len(enc)), batch_sampler=sampler, collate_fn=lambda ix: collate(enc, ix, pad_id))
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a killed process never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def progress_enabled() -> bool:
     env = os.environ.get("KDLIB_PROGRESS")
     if env is not None:
@@ -239,12 +247,9 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
                 evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1))
         bar.close()
         if state_path is not None:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_torch_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
                         "history": history, "best": best, "best_logits": best_logits, "best_state": best_state,
-                        "elapsed": elapsed + time.perf_counter() - t0}, tmp)
-            os.replace(tmp, state_path)
+                        "elapsed": elapsed + time.perf_counter() - t0}, state_path)
     wall = elapsed + time.perf_counter() - t0
     return TrainResult(history, best, best_logits, best_state, wall)

@@ -35,7 +35,7 @@ def plan(profile) -> dict:
                                                 label="label smoothing", epsilon=0.1),
         f"student, KD T={T_MAIN:g} α={ALPHA_MAIN:g}": seeds(profile, ch, TASK, "kd", t, label="KD",
                                                            T=T_MAIN, alpha=ALPHA_MAIN),
-        f"student, KD from the under-trained teacher": seeds(profile, ch, TASK, "kd", weak,
+        "student, KD from the under-trained teacher": seeds(profile, ch, TASK, "kd", weak,
                                                              label="KD (weak teacher)", T=T_MAIN,
                                                              alpha=ALPHA_MAIN),
     }
