@@ -47,8 +47,9 @@ class ModelSpec:
     checkpoint: str
     layers: tuple | None = None  # 0-based encoder layers copied from the checkpoint; None keeps all
     fresh: tuple | None = None  # (layers, hidden, heads) for a randomly initialised BERT (vocab of checkpoint)
-    # (hidden, fc, embeddings) for Tang et al.'s BiLSTM over the checkpoint's vocabulary; embeddings is
-    # "teacher" (the checkpoint's word-embedding table) or "random" (300-d, trained from scratch)
+    # (hidden, fc, embeddings) for Tang et al.'s BiLSTM over the checkpoint's vocabulary; embeddings is one
+    # of BILSTM_EMBEDDINGS: the checkpoint's word-embedding table kept fixed ("static") or trained along
+    # ("tuned"), or a 300-d table trained from scratch ("random")
     bilstm: tuple | None = None
 
     def describe(self) -> str:
@@ -96,7 +97,7 @@ class Experiment:
 
             TangAugmenter(*self.augment)  # validates the probabilities and n_iter
         if self.model.bilstm is not None:
-            check_choice("BiLSTM embeddings", self.model.bilstm[2], ("teacher", "random"))
+            check_choice("BiLSTM embeddings", self.model.bilstm[2], BILSTM_EMBEDDINGS)
         if isinstance(self.hparams, dict):
             object.__setattr__(self, "hparams", tuple(sorted(self.hparams.items())))
         make_objective(self.method, self.hp)  # validates the method and its hyper-parameters
@@ -126,6 +127,7 @@ class Experiment:
 #: At its default such a field is left out of the hash, so adding a field keeps every stored record valid.
 ADDED_FIELDS: dict = {"optimizer": "adamw", "augment": None, "model.bilstm": None}
 OPTIMIZERS = ("adamw", "adadelta")
+BILSTM_EMBEDDINGS = ("static", "tuned", "random")
 
 
 def _hashable(d: dict) -> dict:
@@ -250,13 +252,11 @@ def split_data(exp: Experiment, split: str) -> TaskData:
     else:
         data = load_task(exp.task, split)
         data = data.subset(size, exp.subset_seed) if split == "train" else data
-    if split == "train" and exp.augment is not None:
-        data = augmented(exp, data)
     return data
 
 
 def augmented(exp: Experiment, data: TaskData) -> TaskData:
-    """``data`` followed by its Tang et al. augmentations, cached on disk (tagging takes a while)."""
+    """The Tang et al. augmentations of ``data`` (new examples only), cached on disk (tagging takes a while)."""
     from .augment import TangAugmenter
 
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
@@ -268,9 +268,12 @@ def augmented(exp: Experiment, data: TaskData) -> TaskData:
     else:
         extra = TangAugmenter(*exp.augment, seed=exp.subset_seed).augment(data)
         atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
-    both = lambda a, b: None if a is None else a + b
-    return TaskData(data.task, "train+tang", data.text_a + extra.text_a, both(data.text_b, extra.text_b),
-                    data.labels + extra.labels, data.source)
+    return extra
+
+
+def concat(a: TaskData, b: TaskData) -> TaskData:
+    both = None if a.text_b is None else a.text_b + b.text_b
+    return TaskData(a.task, f"{a.split}+{b.split}", a.text_a + b.text_a, both, a.labels + b.labels, a.source)
 
 
 def build_model(exp: Experiment, num_labels: int, tokenizer):
@@ -280,12 +283,14 @@ def build_model(exp: Experiment, num_labels: int, tokenizer):
 
         hidden, fc, init = spec.bilstm
         table = None
-        if init == "teacher":
+        if init != "random":
             table = load_classifier(spec.checkpoint, num_labels).get_input_embeddings().weight.detach().clone()
         torch.manual_seed(exp.seed)
-        return BiLSTMClassifier(len(tokenizer), num_labels, embed_dim=300 if table is None else table.size(1),
-                                hidden=hidden, fc=fc, pair=get_task(exp.task).is_pair,
-                                padding_idx=tokenizer.pad_token_id or 0, embeddings=table)
+        model = BiLSTMClassifier(len(tokenizer), num_labels, embed_dim=300 if table is None else table.size(1),
+                                 hidden=hidden, fc=fc, pair=get_task(exp.task).is_pair,
+                                 padding_idx=tokenizer.pad_token_id or 0, embeddings=table)
+        model.embed.weight.requires_grad_(init != "static")
+        return model
     if spec.fresh:
         layers, hidden, heads = spec.fresh
         return fresh_student(len(tokenizer), num_labels, layers, hidden, heads, seed=exp.seed)
@@ -313,7 +318,7 @@ def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progre
     key_src = {"teacher": teacher.hash, "tokenizer": teacher.model.checkpoint, "task": data.task,
                "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
                "subset_seed": exp.subset_seed, "max_length": exp.max_length, "outputs": ["logits"]}
-    if exp.augment is not None:
+    if data.split.endswith("+tang"):  # an augmented transfer set: its config names it
         key_src["augment"] = list(exp.augment)
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher_outputs" / f"{key}.pt"
@@ -341,10 +346,18 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
         return load_record(path)  # a teacher's weights are fetched (or retrained) only when needed
     spec = get_task(exp.task)
     train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
+    extra = augmented(exp, train_data) if exp.augment is not None else None
     teacher_rec, cache = None, None
     if needs_teacher(exp.method):
         teacher_rec = run(exp.teacher, progress=progress)
+        # the original examples' outputs are shared with every run on the same data; the augmented ones
+        # are cached per transfer set
         cache = teacher_outputs(exp.teacher, train_data, exp, progress)
+        if extra is not None:
+            more = teacher_outputs(exp.teacher, extra, exp, progress)
+            cache = {k: torch.cat([cache[k], more[k]]) for k in cache}
+    if extra is not None:
+        train_data = concat(train_data, extra)
     tok = load_tokenizer(exp.model.checkpoint)
     train_enc = encode(tok, train_data, exp.max_length)
     dev_enc = encode(tok, dev_data, exp.max_length)

@@ -10,6 +10,7 @@ import time
 import torch
 
 from .data import Encoded
+from .errors import KDLibError
 from .models import count_parameters
 from .train import make_loader
 
@@ -46,3 +47,65 @@ def size_speed(models: dict, encodings: dict, reference: str, batch_size: int = 
         r["fewer params ×"] = ref["params"] / r["params"]
         r["faster ×"] = ref["seconds"] / r["seconds"]
     return rows
+
+
+def embedding_parameters(model) -> int:
+    """Entries of the model's input word-embedding table (a BERT's or the BiLSTM's)."""
+    table = model.embed if hasattr(model, "embed") else model.get_input_embeddings()
+    return table.weight.numel()
+
+
+def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, device: str = "cpu",
+            force: bool = False, stored_only: bool = False) -> dict | None:
+    """A stored size/speed record for ``models`` (name → :class:`~kdlib.experiment.Experiment` whose
+    architecture is timed) over the whole training set of their task, at ``batch_size`` on ``device``.
+
+    Stored at ``results/<profile>/<chapter>/measurements/size_speed-<hash>.json`` with the same provenance as a
+    training record, and loaded from there when present (unless ``force`` or ``KDLIB_RECOMPUTE``). Weights do
+    not change the time, so each model is built as its experiment would start (no training needed).
+    ``stored_only`` returns the stored record or ``None``, never measuring."""
+    import datetime as _dt
+    import hashlib
+    import json
+
+    from . import __version__
+    from .data import encode, get_task
+    from .errors import check_choice
+    from .experiment import (atomic_write_text, build_model, git_commit, hardware, load_record, recompute_requested,
+                             results_dir, split_data)
+    from .models import load_tokenizer, quiet_transformers
+
+    check_choice("device", device, ("cpu", "cuda"))
+    check_choice("reference model", reference, models)
+    exps = list(models.values())
+    first = exps[0]
+    config = {"kind": "size_speed", "profile": first.profile, "task": first.task, "data": first.data,
+              "train_size": first.train_size, "batch_size": batch_size, "device": device, "reference": reference,
+              "models": {name: {"model": e.to_dict()["model"], "max_length": e.max_length} for name, e in models.items()}}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    path = results_dir() / first.profile / chapter / "measurements" / f"size_speed-{key}.json"
+    if path.is_file() and (stored_only or (not force and not recompute_requested())):
+        return load_record(path)
+    if stored_only:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise KDLibError("no CUDA device here to time on; valid choices: cpu")
+    quiet_transformers()
+    spec = get_task(first.task)
+    start = time.perf_counter()
+    built, encodings = {}, {}
+    for name, exp in models.items():
+        tok = load_tokenizer(exp.model.checkpoint)
+        built[name] = build_model(exp, spec.num_labels, tok)
+        encodings[name] = encode(tok, split_data(exp.replace(augment=None), "train"), exp.max_length)
+    rows = size_speed(built, encodings, reference, batch_size, device)
+    for r in rows:
+        r["params w/o embeddings"] = r["params"] - embedding_parameters(built[r["model"]])
+    record = {"schema": 1, "kind": "size_speed", "hash": key, "config": config, "rows": rows,
+              "n_examples": len(next(iter(encodings.values()))), "hardware": hardware(),
+              "kdlib_version": __version__, "git_commit": git_commit(),
+              "wall_time_s": round(time.perf_counter() - start, 1),
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write_text(path, text)
+    return json.loads(text)

@@ -98,8 +98,8 @@ def progress_enabled() -> bool:
 
 
 def _optimizer(model, args: TrainArgs):
-    if args.optimizer == "adadelta":
-        return torch.optim.Adadelta(model.parameters(), lr=args.lr, rho=0.95)
+    if args.optimizer == "adadelta":  # frozen parameters (a static embedding table) stay out of it
+        return torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad], lr=args.lr, rho=0.95)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -17,15 +17,15 @@ TEACHERS = "teachers"  # records of fine-tuned teachers, shared by every chapter
 
 
 def teacher(profile: Profile, task: str, train_size: int | None = None, epochs: float | None = None,
-            label: str = "teacher") -> Experiment:
+            label: str = "teacher", max_length: int | None = None) -> Experiment:
     """The profile's teacher: its checkpoint fine-tuned on ``task`` (once, reused by every chapter)."""
     return Experiment(chapter=TEACHERS, profile=profile.name, task=task, method="finetune",
                       model=ModelSpec(profile.teacher), data=profile.data,
                       train_size=profile.train_size if train_size is None else train_size,
                       dev_size=profile.dev_size, epochs=profile.teacher_epochs if epochs is None else epochs,
                       lr=profile.teacher_lr, batch_size=profile.teacher_batch_size,
-                      max_length=profile.max_length, seed=0, evals_per_epoch=profile.evals_per_epoch,
-                      label=label, keep_model=True)
+                      max_length=max_length or profile.max_length, seed=0,
+                      evals_per_epoch=profile.evals_per_epoch, label=label, keep_model=True)
 
 
 def student(profile: Profile, chapter: str, task: str, method: str, seed: int, teacher_exp=None,
@@ -52,6 +52,8 @@ class Chapter:
     notebook: str  # path from the book root
     title: str
     plan: Callable[[Profile], dict] | None = None
+    #: measurements that are not training runs (e.g. a size/speed table), run by ``kdbook experiment``
+    measure: Callable[[Profile], object] | None = None
 
 
 def _hinton_plan(profile):
@@ -60,9 +62,23 @@ def _hinton_plan(profile):
     return plan(profile)
 
 
+def _bilstm_plan(profile):
+    from .bilstm import plan
+
+    return plan(profile)
+
+
+def _bilstm_measure(profile):
+    from .bilstm import size_speed
+
+    return size_speed(profile)
+
+
 CHAPTERS = {
     "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
     "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", _hinton_plan),
+    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", _bilstm_plan,
+                      _bilstm_measure),
 }
 
 
