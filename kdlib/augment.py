@@ -100,37 +100,53 @@ class TangAugmenter:
         return self.ngram(self.perturb(words, tags, pools, rng), rng)
 
     # -- whole data sets ------------------------------------------------------------------------------
-    def augment(self, data: TaskData, tagger=None) -> TaskData:
-        """The augmented transfer set (new examples only). Labels are copied from the source example for
-        reference; distillation relabels every example with the teacher."""
+    @staticmethod
+    def tagged(data: TaskData, tagger=None):
+        """Words and POS tags of every side of every example, and the tag → words pools (one entry per
+        occurrence, so replacements follow corpus frequency)."""
         tagger = tagger or pos_tagger()
         sides = [data.text_a] + ([data.text_b] if data.text_b is not None else [])
         words = [[t.split() for t in side] for side in sides]
         tags = [[[tag for _, tag in sent] for sent in tagger(side)] for side in words]
-        pools = defaultdict(list)  # tag -> words with that tag, one entry per occurrence (frequency-weighted)
+        pools = defaultdict(list)
         for side_w, side_t in zip(words, tags):
             for ws, ts in zip(side_w, side_t):
                 for w, t in zip(ws, ts):
                     pools[t].append(w)
+        return words, tags, pools
+
+    def samples(self, i: int, words, tags, pools, rng: random.Random) -> list:
+        """The new, distinct samples of example ``i``: a list of tuples, one string per side."""
+        sides = len(words)
+        seen = {tuple(" ".join(side[i]) for side in words)}
+        out_all = []
+        for it in range(self.n_iter):
+            which = (0,) if sides == 1 else ((0,), (1,), (0, 1))[it % 3]  # pairs: first, second, both
+            out = tuple(" ".join(self.sample(words[s][i], tags[s][i], pools, rng)) if s in which
+                        else " ".join(words[s][i]) for s in range(sides))
+            if out in seen or not all(out):
+                continue
+            seen.add(out)
+            out_all.append(out)
+        return out_all
+
+    def augment(self, data: TaskData, tagger=None) -> TaskData:
+        """The augmented transfer set (new examples only). Labels are copied from the source example for
+        reference; distillation relabels every example with the teacher."""
+        words, tags, pools = self.tagged(data, tagger)
         rng = random.Random(self.seed)
         new_a, new_b, labels = [], [] if data.text_b is not None else None, []
         for i in range(len(data)):
-            seen = {tuple(" ".join(side[i]) for side in words)}
-            for it in range(self.n_iter):
-                if data.text_b is None:
-                    which = (0,)
-                else:
-                    which = ((0,), (1,), (0, 1))[it % 3]  # first only, second only, both
-                out = []
-                for s in range(len(sides)):
-                    ws = words[s][i]
-                    out.append(" ".join(self.sample(ws, tags[s][i], pools, rng)) if s in which else " ".join(ws))
-                key = tuple(out)
-                if key in seen or not all(out):
-                    continue
-                seen.add(key)
+            for out in self.samples(i, words, tags, pools, rng):
                 new_a.append(out[0])
                 if new_b is not None:
                     new_b.append(out[1])
                 labels.append(data.labels[i])
         return TaskData(data.task, f"{data.split}+tang", new_a, new_b, labels, data.source)
+
+    def examples(self, data: TaskData, indices, tagger=None) -> list:
+        """``(original, samples)`` for a few examples, drawn as :meth:`augment` draws them (POS pools from the
+        whole of ``data``), from a generator seeded by ``seed`` and the example's index."""
+        words, tags, pools = self.tagged(data, tagger)
+        return [(tuple(" ".join(side[i]) for side in words),
+                 self.samples(i, words, tags, pools, random.Random(f"{self.seed}:{i}"))) for i in indices]

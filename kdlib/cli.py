@@ -139,7 +139,17 @@ def cmd_experiment(args) -> int:
             raise KDLibError(f"unknown row {unknown[0]!r}; valid choices: {choices(plan)}")
         plan = {r: plan[r] for r in args.only}
     results = run_plan(plan, force=args.force, progress=True if args.progress else None)
-    print(results_table(results).to_string())
+    for task in dict.fromkeys(exps[0].task for exps in plan.values()):  # one table per task (metrics differ)
+        rows = [r for r, exps in plan.items() if exps[0].task == task]
+        print(results_table(results, rows).to_string(), end="\n\n")
+    measure = CHAPTERS[args.chapter].measure
+    if measure is not None and not args.only:
+        from .profiles import get_profile
+        from .report import size_speed_table
+
+        for rec in measure(get_profile(args.profile), force=args.force):
+            print(f"size and speed on {rec['config']['device']}:")
+            print(size_speed_table(rec).round(2).to_string())
     return 0
 
 

@@ -87,8 +87,9 @@ def describe_setting(records: list, width: int | None = 84) -> str:
     c = r["config"]
     hw = r["hardware"]
     where = hw.get("gpu") or f"CPU ({hw['cpu_count']} cores)"
+    optim = "" if c.get("optimizer", "adamw") == "adamw" else f"{c['optimizer']} "
     text = (f"profile {c['profile']}, task {c['task']} ({c['data']} data, {r['n_train']:,} train / "
-            f"{r['n_dev']:,} dev), student {_model(c['model'])}, {c['epochs']:g} epoch(s), lr {c['lr']:g}, "
+            f"{r['n_dev']:,} dev), student {_model(c['model'])}, {c['epochs']:g} epoch(s), {optim}lr {c['lr']:g}, "
             f"batch {c['batch_size']}, on {where}, kdlib {r['kdlib_version']} @ {r['git_commit'][:12]}")
     if width is None:
         return text
@@ -98,11 +99,38 @@ def describe_setting(records: list, width: int | None = 84) -> str:
 
 
 def _model(m: dict) -> str:
+    if m.get("bilstm"):
+        hidden, fc, emb = m["bilstm"]
+        return f"BiLSTM ({hidden} units, FC {fc}, {emb} embeddings)"
     if m.get("fresh"):
         return f"fresh BERT L{m['fresh'][0]} H{m['fresh'][1]}"
     if m.get("layers") is not None:
         return f"{len(m['layers'])}-layer copy of {m['checkpoint']} (layers {list(m['layers'])})"
     return m["checkpoint"]
+
+
+def size_speed_table(record: dict, paper: dict | None = None) -> pd.DataFrame:
+    """Tang et al.'s Table 2 from a size/speed record (:func:`kdlib.speed.measure`): parameters with and
+    without the word-embedding table, seconds for the whole set, and the ratios to the reference model.
+    ``paper`` maps a model name to ``(paper model, params, seconds)`` for the paper's columns."""
+    rows = []
+    ref = next(r for r in record["rows"] if r["model"] == record["config"]["reference"])
+    for r in record["rows"]:
+        entry = {"": r["model"], "params (M)": r["params"] / 1e6,
+                 "w/o embeddings (M)": r["params w/o embeddings"] / 1e6,
+                 "seconds": r["seconds"],
+                 "fewer params ×": r["fewer params ×"],
+                 "fewer params w/o emb. ×": ref["params w/o embeddings"] / r["params w/o embeddings"],
+                 "faster ×": r["faster ×"]}
+        if paper is not None and r["model"] in paper:
+            name, params, secs = paper[r["model"]]
+            pref = paper[record["config"]["reference"]]
+            entry.update({"paper model": name, "paper params (M)": params / 1e6, "paper seconds": secs,
+                          "paper: fewer params ×": pref[1] / params, "paper: faster ×": pref[2] / secs})
+        rows.append(entry)
+    df = pd.DataFrame(rows).set_index("")
+    df.index.name = None
+    return df
 
 
 def difference(a: list, b: list, metric: str | None = None) -> str:

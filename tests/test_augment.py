@@ -6,7 +6,7 @@ import pytest
 
 from kdlib import KDLibError
 from kdlib.augment import MASK, TangAugmenter, pos_tagger
-from kdlib.data import TaskData
+from kdlib.data import TaskData, synthetic_task
 
 WORDS = [f"w{i}" for i in range(20)]
 TAGS = ["X"] * 20
@@ -104,3 +104,13 @@ def test_real_tagger_replaces_with_same_tag():
     assert len(out) > 0
     for sent in out.text_a:
         assert len(sent.split()) in (7, 8)  # word for word replacement keeps the length
+
+
+def test_examples_are_new_distinct_and_deterministic():
+    data = synthetic_task("mrpc", "train", 30)
+    aug = TangAugmenter(0.3, 0.3, 0.5, n_iter=4, seed=2)
+    first = aug.examples(data, [0, 7], tagger=fake_tagger)
+    assert first == aug.examples(data, [0, 7], tagger=fake_tagger)
+    for i, (original, samples) in zip([0, 7], first):
+        assert original == (data.text_a[i], data.text_b[i])
+        assert samples and len(set(samples)) == len(samples) and original not in samples

@@ -1,3 +1,10 @@
+import json
+
+import pytest
+
+import kdlib.speed as sp
+from kdlib import KDLibError
+from kdlib.experiment import Experiment, ModelSpec
 from kdlib.bilstm import BiLSTMClassifier
 from kdlib.data import encode, synthetic_task
 from kdlib.models import fresh_student, load_tokenizer
@@ -14,3 +21,32 @@ def test_size_speed_rows_and_ratios():
     assert by["bert"]["fewer params ×"] == 1 and by["bert"]["faster ×"] == 1
     assert by["bilstm"]["params"] < by["bert"]["params"] and by["bilstm"]["fewer params ×"] > 1
     assert all(r["seconds"] > 0 for r in rows)
+
+
+def _models():
+    base = dict(chapter="test", profile="smoke", task="sst2", method="finetune", data="synthetic", train_size=48,
+                dev_size=16, max_length=24)
+    return {"bert": Experiment(model=ModelSpec("minilm-l6", fresh=(1, 32, 2)), **base),
+            "bilstm": Experiment(model=ModelSpec("minilm-l6", bilstm=(8, 8, "random")), **base)}
+
+
+def test_measure_stores_a_record_and_reloads_it(store, monkeypatch):
+    assert sp.measure("test", _models(), "bert", batch_size=16, stored_only=True) is None
+    rec = sp.measure("test", _models(), "bert", batch_size=16)
+    [path] = (store / "results" / "smoke" / "test" / "measurements").glob("size_speed-*.json")
+    assert json.loads(path.read_text()) == rec and rec["n_examples"] == 48
+    for key in ("hardware", "git_commit", "kdlib_version", "created", "wall_time_s", "config"):
+        assert key in rec
+    by = {r["model"]: r for r in rec["rows"]}
+    assert by["bilstm"]["params w/o embeddings"] == by["bilstm"]["params"] - 30522 * 300
+    monkeypatch.setattr(sp, "size_speed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-measured")))
+    assert sp.measure("test", _models(), "bert", batch_size=16) == rec
+    assert sp.measure("test", _models(), "bert", batch_size=16, stored_only=True) == rec
+
+
+def test_measure_bad_input(store):
+    with pytest.raises(KDLibError, match="unknown device 'tpu'; valid choices: cpu, cuda"):
+        sp.measure("test", _models(), "bert", device="tpu")
+    with pytest.raises(KDLibError, match="unknown reference model 'gpt'; valid choices: bert, bilstm"):
+        sp.measure("test", _models(), "gpt")
+    assert not (store / "results").exists()

@@ -134,6 +134,12 @@ def test_bilstm_student_on_an_augmented_transfer_set(store):
                lr=1.0, augment=(0.1, 0.1, 0.25, 3))
     rec = run(exp)
     assert rec["n_train"] > 64 * 2  # originals plus their augmentations, all labelled by the teacher
+    # the originals' teacher outputs are cached apart from the augmented ones and shared with plain runs
+    outputs = sorted((store / "cache" / "teacher_outputs").glob("*.pt"))
+    assert len(outputs) == 2
+    plain = exp.replace(augment=None)
+    run(plain)
+    assert sorted((store / "cache" / "teacher_outputs").glob("*.pt")) == outputs
     assert rec["student_params"] - 30522 * 300 < 1e5 and 0 <= rec["best"]["accuracy"] <= 100
     assert len(list((store / "cache" / "augmented").glob("*.json"))) == 1
     with pytest.raises(KDLibError, match="unknown optimizer 'sgd'; valid choices: adamw, adadelta"):
@@ -151,3 +157,25 @@ def test_stored_teacher_record_loads_without_its_weights(store, monkeypatch):
     shutil.rmtree(store / "cache" / "models")
     monkeypatch.setattr(ex, "train", _boom)
     assert run(teacher) == first
+
+
+@pytest.mark.parametrize("emb,trainable,dim", [("static", False, 384), ("tuned", True, 384), ("random", True, 300)])
+def test_bilstm_embedding_choices(emb, trainable, dim):
+    from kdlib.models import load_tokenizer
+    from kdlib.train import TrainArgs, _optimizer
+
+    exp = tiny(model=ModelSpec("minilm-l6", bilstm=(8, 8, emb)), optimizer="adadelta", lr=1.0)
+    model = ex.build_model(exp, 2, load_tokenizer("minilm-l6"))
+    assert model.embed.weight.requires_grad is trainable and model.embed.weight.size(1) == dim
+    optimised = {id(p) for g in _optimizer(model, TrainArgs(optimizer="adadelta")).param_groups for p in g["params"]}
+    assert (id(model.embed.weight) in optimised) is trainable
+    if emb != "random":  # starts from the teacher's own word-embedding table
+        from kdlib.models import load_classifier
+
+        table = load_classifier("minilm-l6", 2).get_input_embeddings().weight
+        assert model.embed.weight.detach().equal(table.detach())
+
+
+def test_bad_bilstm_embeddings():
+    with pytest.raises(KDLibError, match="unknown BiLSTM embeddings 'word2vec'; valid choices: static, tuned, random"):
+        tiny(model=ModelSpec("minilm-l6", bilstm=(8, 8, "word2vec")))
