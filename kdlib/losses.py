@@ -122,3 +122,71 @@ def kd_scaling_conventions(student_logits: torch.Tensor, teacher_logits: torch.T
         "TextBrewer": ("−Σ p_t log p_s, batch mean, no T²", soft_ce),
         "TinyBERT": ("−Σ p_t log p_s, mean over batch·classes, no T²", soft_ce / k),
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Intermediate layers (chapters on Patient KD and ALP-KD). ``student`` and ``teacher`` hold one [CLS]
+# vector per mapped layer: shape (batch, layers, hidden).
+# ---------------------------------------------------------------------------------------------------
+def check_nonnegative(name: str, value: float) -> float:
+    if not value >= 0:
+        raise KDLibError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def pkd_patient(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+    r"""Sun et al. 2019's patient term :math:`L_{PT} = \sum_j \lVert h_s^j/\lVert h_s^j\rVert_2 -
+    h_t^{I(j)}/\lVert h_t^{I(j)}\rVert_2 \rVert_2^2`, summed over mapped layers j, batch mean.
+
+    Normalising makes the term blind to the states' scale: each layer contributes between 0 and 4. (The
+    official code takes a mean over the hidden units as well, which is why its β runs up to 1000.)"""
+    if student_cls.shape != teacher_cls.shape:
+        raise KDLibError(f"student states {tuple(student_cls.shape)} and teacher states "
+                         f"{tuple(teacher_cls.shape)} differ in shape; map the layers first")
+    s = F.normalize(student_cls, dim=-1)
+    t = F.normalize(teacher_cls, dim=-1)
+    return (s - t).pow(2).sum(-1).sum(-1).mean()
+
+
+def pkd(student_logits, teacher_logits, labels, student_cls, teacher_cls, T: float = 5.0, alpha: float = 0.5,
+        beta: float = 100.0) -> torch.Tensor:
+    r"""Patient KD: :math:`L = (1-\alpha)\,\mathrm{CE} + \alpha\,T^2\,\mathrm{KL} + \beta\,L_{PT}`."""
+    beta = check_nonnegative("beta", beta)
+    return hinton_kd(student_logits, teacher_logits, labels, T, alpha) + beta * pkd_patient(student_cls, teacher_cls)
+
+
+def alp_weights(student_cls: torch.Tensor, teacher_cls: torch.Tensor, scaled: bool = True) -> torch.Tensor:
+    r"""ALP-KD's attention of each student layer over *all* teacher layers,
+    :math:`\alpha_{jk} = \mathrm{softmax}_k(h_s^j \cdot h_t^k / \sqrt{d})`, shape (batch, student layers,
+    teacher layers); each row sums to one.
+
+    ``scaled`` divides the dot product by :math:`\sqrt{d}` as in Transformer attention. Without it, [CLS]
+    states with norms around 10–20 give dot products in the hundreds and a softmax that is one-hot from the
+    first step, so every student layer would copy a single teacher layer."""
+    scores = student_cls @ teacher_cls.transpose(-1, -2)
+    if scaled:
+        scores = scores / student_cls.size(-1) ** 0.5
+    return F.softmax(scores, dim=-1)
+
+
+def alp_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, scaled: bool = True) -> torch.Tensor:
+    r""":math:`L_{ALP} = \sum_j \mathrm{MSE}(h_s^j, c^j)` with :math:`c^j = \sum_k \alpha_{jk} h_t^k`;
+    MSE is the mean over hidden units, the sum runs over student layers, batch mean. ``student_cls`` has
+    the mapped student layers, ``teacher_cls`` all teacher layers; their hidden sizes must agree."""
+    if student_cls.size(-1) != teacher_cls.size(-1):
+        raise KDLibError(f"student hidden size {student_cls.size(-1)} differs from the teacher's "
+                         f"{teacher_cls.size(-1)}; ALP needs a projection first")
+    context = alp_weights(student_cls, teacher_cls, scaled) @ teacher_cls
+    return (student_cls - context).pow(2).mean(-1).sum(-1).mean()
+
+
+def alp_kd(student_logits, teacher_logits, labels, student_cls, teacher_cls, T: float = 1.0,
+           beta: float = 1.0, eta: float = 1.0, lam: float = 1.0, scaled: bool = True) -> torch.Tensor:
+    r"""ALP-KD: :math:`L = \beta\,\mathrm{CE} + \eta\,T^2\,\mathrm{KL} + \lambda\,L_{ALP}` (three free
+    non-negative weights, as in the paper, rather than this book's α convention)."""
+    for name, v in (("beta", beta), ("eta", eta), ("lam", lam)):
+        check_nonnegative(name, v)
+    soft = logit_mse(student_logits, teacher_logits) if student_logits.size(-1) == 1 else \
+        kd_kl(student_logits, teacher_logits, T)
+    return (beta * hard_loss(student_logits, labels) + eta * soft
+            + lam * alp_loss(student_cls, teacher_cls, scaled))

@@ -1,0 +1,142 @@
+"""Layer mappings: which teacher layer teaches which student layer.
+
+Layers are numbered as a Hugging Face model's ``hidden_states`` tuple numbers them: 0 is the embedding
+output and ``i`` (1..L) the output of encoder layer ``i``. A :class:`LayerMap` is a tuple of
+``(student layer, teacher layer)`` pairs. Patient KD (Sun et al. 2019) uses fixed maps: *skip* (every
+``L_t / L_s``-th teacher layer) and *last* (the teacher's last layers). The last student layer is left out
+of both, since the soft-label loss already covers it. ALP-KD (Passban et al. 2021) learns no fixed map:
+each student layer attends over all teacher layers (:func:`kdlib.losses.alp_weights`), and
+:func:`draw` shows those weights the same way it shows a fixed map.
+
+TinyBERT's chapter maps embeddings (0 → 0) and uniform layers with the same functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import KDLibError, check_choice
+
+KINDS = ("skip", "last", "given")
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    pairs: tuple  # ((student layer, teacher layer), ...), layers numbered as hidden_states (0 = embeddings)
+    student_depth: int
+    teacher_depth: int
+    kind: str = "given"
+
+    def __post_init__(self):
+        pairs = tuple((int(s), int(t)) for s, t in self.pairs)
+        object.__setattr__(self, "pairs", pairs)
+        check_mapping(pairs, self.student_depth, self.teacher_depth)
+
+    @property
+    def student_layers(self) -> list:
+        return [s for s, _ in self.pairs]
+
+    @property
+    def teacher_layers(self) -> list:
+        return [t for _, t in self.pairs]
+
+    def matrix(self):
+        """A ``(student_depth + 1) × (teacher_depth + 1)`` 0/1 array: row s, column t is 1 where s ← t."""
+        import numpy as np
+
+        m = np.zeros((self.student_depth + 1, self.teacher_depth + 1))
+        for s, t in self.pairs:
+            m[s, t] = 1.0
+        return m
+
+    def __str__(self) -> str:
+        return f"{self.kind}: " + ", ".join(f"s{s}←t{t}" for s, t in self.pairs)
+
+
+def check_mapping(pairs, student_depth: int, teacher_depth: int) -> None:
+    """One clear error for a map that cannot apply to these depths."""
+    if student_depth < 1 or teacher_depth < 1:
+        raise KDLibError(f"depths must be >= 1, got student {student_depth}, teacher {teacher_depth}")
+    if len(pairs) > student_depth:
+        raise KDLibError(f"a mapping of {len(pairs)} pairs is longer than the student's depth {student_depth}")
+    seen = set()
+    for s, t in pairs:
+        if not 0 <= s <= student_depth:
+            raise KDLibError(f"student layer {s} is out of range; valid layers: 0..{student_depth}")
+        if not 0 <= t <= teacher_depth:
+            raise KDLibError(f"teacher layer {t} is out of range; valid layers: 0..{teacher_depth}")
+        if s in seen:
+            raise KDLibError(f"student layer {s} is mapped twice")
+        seen.add(s)
+
+
+def skip(student_depth: int, teacher_depth: int, include_last: bool = False) -> LayerMap:
+    """PKD-Skip: student layer j learns from teacher layer j·(L_t // L_s). With 12 → 6: 2, 4, 6, 8, 10."""
+    step = teacher_depth // student_depth
+    if step < 1:
+        raise KDLibError(f"a student of {student_depth} layers is deeper than its teacher of {teacher_depth}")
+    top = student_depth if include_last else student_depth - 1
+    return LayerMap(tuple((j, j * step) for j in range(1, top + 1)), student_depth, teacher_depth, "skip")
+
+
+def last(student_depth: int, teacher_depth: int, include_last: bool = False) -> LayerMap:
+    """PKD-Last: the student's layers learn from the teacher's last ones. With 12 → 6: 7, 8, 9, 10, 11."""
+    if student_depth > teacher_depth:
+        raise KDLibError(f"a student of {student_depth} layers is deeper than its teacher of {teacher_depth}")
+    top = student_depth if include_last else student_depth - 1
+    offset = teacher_depth - student_depth
+    return LayerMap(tuple((j, j + offset) for j in range(1, top + 1)), student_depth, teacher_depth, "last")
+
+
+def given(pairs, student_depth: int, teacher_depth: int) -> LayerMap:
+    """A user-given list of ``(student layer, teacher layer)`` pairs."""
+    return LayerMap(tuple(pairs), student_depth, teacher_depth, "given")
+
+
+def make(kind: str, student_depth: int, teacher_depth: int, pairs=None) -> LayerMap:
+    check_choice("layer mapping", kind, KINDS)
+    if kind == "given":
+        if pairs is None:
+            raise KDLibError("a 'given' layer mapping needs its pairs")
+        return given(pairs, student_depth, teacher_depth)
+    return {"skip": skip, "last": last}[kind](student_depth, teacher_depth)
+
+
+def draw(mapping, ax=None, title: str = "", teacher_depth: int | None = None):
+    """Draw a mapping as a student-layers × teacher-layers grid.
+
+    ``mapping`` is a :class:`LayerMap` (cells of the pairs filled) or a weight matrix of shape (student
+    layers, teacher layers), such as ALP-KD's attention averaged over a data set (a heatmap). For a matrix,
+    rows are the student layers in order and columns the teacher layers 1..L_t (or 0..L_t when
+    ``teacher_depth`` is one less than the number of columns)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.0))
+    if isinstance(mapping, LayerMap):
+        m = mapping.matrix()[1:, :]  # student layer 0 (embeddings) is rarely mapped: drop its row if empty
+        rows = list(range(1, mapping.student_depth + 1))
+        if mapping.matrix()[0].any():
+            m, rows = mapping.matrix(), list(range(0, mapping.student_depth + 1))
+        cols = list(range(mapping.teacher_depth + 1))
+        cmap, vmax = "Greys", 1.0
+    else:
+        m = np.asarray(mapping, dtype=float)
+        rows = list(range(1, m.shape[0] + 1))
+        first = 0 if teacher_depth is not None and m.shape[1] == teacher_depth + 1 else 1
+        cols = list(range(first, first + m.shape[1]))
+        cmap, vmax = "viridis", None
+    im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel("teacher layer")
+    ax.set_ylabel("student layer")
+    if not isinstance(mapping, LayerMap):
+        plt.colorbar(im, ax=ax, fraction=0.046)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] < 0.5 * m.max() else "black")
+    ax.set_title(title or (str(mapping) if isinstance(mapping, LayerMap) else "attention over teacher layers"),
+                 fontsize=9)
+    return ax
