@@ -127,6 +127,7 @@ class Experiment:
 #: At its default such a field is left out of the hash, so adding a field keeps every stored record valid.
 ADDED_FIELDS: dict = {"optimizer": "adamw", "augment": None, "model.bilstm": None}
 OPTIMIZERS = ("adamw", "adadelta")
+TEACHER_OUTPUTS = ("cls", "logits")
 BILSTM_EMBEDDINGS = ("static", "tuned", "random")
 
 
@@ -312,12 +313,18 @@ def teacher_model(teacher: Experiment, progress: bool | None = None):
     return AutoModelForSequenceClassification.from_pretrained(path)
 
 
-def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progress: bool | None = None) -> dict:
-    """The teacher's logits for every example of ``data``, cached on disk under a key made of the teacher,
-    its tokenizer, the task, split, data source, subset and maximum length."""
+def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progress: bool | None = None,
+                    outputs: tuple = ("logits",)) -> dict:
+    """The teacher's outputs for every example of ``data``, cached on disk under a key made of the teacher,
+    its tokenizer, the task, split, data source, subset, maximum length and the outputs asked for:
+    ``"logits"``, and ``"cls"`` for the [CLS] vector of every hidden state (intermediate-layer methods)."""
+    outputs = tuple(sorted(set(outputs) | {"logits"}))
+    unknown = [o for o in outputs if o not in TEACHER_OUTPUTS]
+    if unknown:
+        raise KDLibError(f"unknown teacher output {unknown[0]!r}; valid choices: {', '.join(TEACHER_OUTPUTS)}")
     key_src = {"teacher": teacher.hash, "tokenizer": teacher.model.checkpoint, "task": data.task,
                "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
-               "subset_seed": exp.subset_seed, "max_length": exp.max_length, "outputs": ["logits"]}
+               "subset_seed": exp.subset_seed, "max_length": exp.max_length, "outputs": list(outputs)}
     if data.split.endswith("+tang"):  # an augmented transfer set: its config names it
         key_src["augment"] = list(exp.augment)
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
@@ -329,8 +336,12 @@ def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progre
     enc = encode(tok, data, exp.max_length)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    logits = predict(model, make_loader(enc, 256, False, pad_id=tok.pad_token_id or 0), device=device)
-    out = {"logits": logits}
+    loader = make_loader(enc, 256, False, pad_id=tok.pad_token_id or 0)
+    if "cls" in outputs:
+        logits, cls = predict(model, loader, device=device, cls_states=True)
+        out = {"logits": logits, "cls": cls}
+    else:
+        out = {"logits": predict(model, loader, device=device)}
     atomic_torch_save(out, path)
     return out
 
@@ -352,9 +363,10 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
         teacher_rec = run(exp.teacher, progress=progress)
         # the original examples' outputs are shared with every run on the same data; the augmented ones
         # are cached per transfer set
-        cache = teacher_outputs(exp.teacher, train_data, exp, progress)
+        wanted = make_objective(exp.method, exp.hp).teacher_outputs
+        cache = teacher_outputs(exp.teacher, train_data, exp, progress, wanted)
         if extra is not None:
-            more = teacher_outputs(exp.teacher, extra, exp, progress)
+            more = teacher_outputs(exp.teacher, extra, exp, progress, wanted)
             cache = {k: torch.cat([cache[k], more[k]]) for k in cache}
     if extra is not None:
         train_data = concat(train_data, extra)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
 from . import losses
 from .errors import KDLibError, check_choice, choices
 from .train import Objective
@@ -57,11 +59,73 @@ class LogitMSE(Objective):
         return (1 - self.alpha) * losses.hard_loss(out.logits, batch["labels"]) + self.alpha * soft
 
 
+class _LayerObjective(Objective):
+    """Base for methods that read [CLS] vectors of intermediate layers: the student returns its hidden
+    states, and the teacher's come from the cache (``batch["teacher_cls"]``: embeddings + every layer)."""
+
+    teacher_outputs = ("logits", "cls")
+    student_kwargs = {"output_hidden_states": True}
+
+    @staticmethod
+    def student_cls(out) -> list:
+        from .train import hidden_states
+
+        return [h[:, 0] for h in hidden_states(out)]
+
+
+class PatientKD(_LayerObjective):
+    """(1 − α)·CE + α·T²·KL + β·L_PT over a PKD-Skip or PKD-Last layer map (Sun et al. 2019)."""
+
+    def __init__(self, T: float = 5.0, alpha: float = 0.5, beta: float = 100.0, mapping: str = "skip"):
+        from . import mapping as maps
+
+        self.T = losses.check_temperature(T)
+        self.alpha = losses.check_weight("alpha", alpha)
+        self.beta = losses.check_nonnegative("beta", beta)
+        check_choice("PKD layer mapping", mapping, ("skip", "last"))
+        self.mapping, self._maps, self._map = mapping, maps, None
+
+    def layer_map(self, student_depth: int, teacher_depth: int):
+        if self._map is None or (self._map.student_depth, self._map.teacher_depth) != (student_depth, teacher_depth):
+            self._map = self._maps.make(self.mapping, student_depth, teacher_depth)
+        return self._map
+
+    def loss(self, out, batch):
+        cls = self.student_cls(out)
+        t_cls = batch["teacher_cls"]
+        m = self.layer_map(len(cls) - 1, t_cls.size(1) - 1)
+        if not m.pairs:  # a 1-layer student has no intermediate layer: PKD is plain KD
+            return losses.hinton_kd(out.logits, batch["teacher_logits"], batch["labels"], self.T, self.alpha)
+        s = torch.stack([cls[j] for j in m.student_layers], 1)
+        t = t_cls[:, m.teacher_layers]
+        return losses.pkd(out.logits, batch["teacher_logits"], batch["labels"], s, t, self.T, self.alpha,
+                          self.beta)
+
+
+class ALPKD(_LayerObjective):
+    """β·CE + η·T²·KL + λ·Σ_j MSE(h_s^j, Σ_k α_jk h_t^k) over every student and teacher layer (Passban et al.
+    2021); α_jk = softmax_k(h_s^j·h_t^k/√d) when ``scaled``."""
+
+    def __init__(self, T: float = 1.0, beta: float = 1.0, eta: float = 1.0, lam: float = 1.0, scaled: bool = True):
+        self.T = losses.check_temperature(T)
+        self.beta, self.eta, self.lam = (losses.check_nonnegative(n, v) for n, v in
+                                         (("beta", beta), ("eta", eta), ("lam", lam)))
+        self.scaled = bool(scaled)
+
+    def loss(self, out, batch):
+        s = torch.stack(self.student_cls(out)[1:], 1)  # every student layer (not the embeddings)
+        t = batch["teacher_cls"][:, 1:]  # every teacher layer
+        return losses.alp_kd(out.logits, batch["teacher_logits"], batch["labels"], s, t, self.T, self.beta,
+                             self.eta, self.lam, self.scaled)
+
+
 METHODS: dict[str, type] = {
     "finetune": FineTune,
     "label_smoothing": LabelSmoothing,
     "kd": HintonKD,
     "logit_mse": LogitMSE,
+    "pkd": PatientKD,
+    "alp": ALPKD,
 }
 
 

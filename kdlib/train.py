@@ -112,30 +112,52 @@ def _optimizer(model, args: TrainArgs):
 
 
 @torch.no_grad()
-def predict(model, loader, accelerator=None, device: str = "cpu", **forward_kwargs) -> torch.Tensor:
+def predict(model, loader, accelerator=None, device: str = "cpu", cls_states: bool = False, **forward_kwargs):
     """Logits for every example of ``loader``'s data, in data order (the loader may sort by length).
 
+    With ``cls_states`` returns ``(logits, cls)`` where ``cls`` holds the [CLS] vector of every hidden state
+    (embeddings and each layer), shape (examples, layers + 1, hidden), in float16 to keep caches small.
     Eval mode, no gradients; bf16 autocast on a GPU."""
     model.eval()
-    outs, order = [], []
+    outs, states, order = [], [], []
+    if cls_states:
+        forward_kwargs = {**forward_kwargs, "output_hidden_states": True}
     for batch in loader:
         idx = batch.pop("idx")
         batch.pop("labels", None)
         if accelerator is not None:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.autocast():
-                logits = model(**batch, **forward_kwargs).logits.float()
+                out = model(**batch, **forward_kwargs)
+            logits = out.logits.float()
             logits, idx = accelerator.gather_for_metrics((logits, idx.to(accelerator.device)))
         else:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                logits = model(**batch, **forward_kwargs).logits.float()
+                out = model(**batch, **forward_kwargs)
+            logits = out.logits.float()
+        if cls_states:
+            states.append(torch.stack([h[:, 0] for h in hidden_states(out)], 1).half().cpu())
         outs.append(logits.cpu())
         order.append(idx.cpu())
-    logits, order = torch.cat(outs), torch.cat(order)
-    result = torch.empty_like(logits)
-    result[order] = logits
-    return result
+    order = torch.cat(order)
+
+    def in_order(parts):
+        x = torch.cat(parts)
+        result = torch.empty_like(x)
+        result[order] = x
+        return result
+
+    return (in_order(outs), in_order(states)) if cls_states else in_order(outs)
+
+
+def hidden_states(out) -> tuple:
+    """The model output's hidden states, or one clear error when the model did not return them."""
+    states = getattr(out, "hidden_states", None)
+    if states is None:
+        raise KDLibError(f"the model returned no hidden states ({type(out).__name__}); intermediate-layer "
+                         "distillation needs a model that accepts output_hidden_states=True")
+    return states
 
 
 @dataclass
@@ -225,7 +247,7 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
                 break
             idx = batch.pop("idx")
             for key in objective.teacher_outputs:
-                batch[f"teacher_{key}"] = teacher_cache[key][idx.cpu()].to(accelerator.device)
+                batch[f"teacher_{key}"] = teacher_cache[key][idx.cpu()].to(accelerator.device).float()
             inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
             with accelerator.autocast():
                 out = model(**inputs, **objective.student_kwargs)

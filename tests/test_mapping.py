@@ -114,3 +114,50 @@ def test_student_copied_from_teacher_layers_reproduces_them():
     assert len(h_s) == 4
     for k in range(4):
         assert torch.equal(h_s[k], h_t[k])
+
+
+# --- objectives on real model outputs --------------------------------------------------------------------
+def _batch_and_outputs(student_layers=(0, 1, 2)):
+    from kdlib.models import load_classifier, load_tokenizer, student_from_teacher
+    from kdlib.train import predict, make_loader
+    from kdlib.data import encode, synthetic_task
+
+    tok = load_tokenizer("minilm-l6")
+    enc = encode(tok, synthetic_task("sst2", "train", 6), 24)
+    teacher = load_classifier("minilm-l6", 2)
+    logits, cls = predict(teacher, make_loader(enc, 4, False), cls_states=True)
+    assert cls.shape == (6, 7, 384) and cls.dtype == torch.float16
+    student = student_from_teacher("minilm-l6", student_layers, 2)
+    batch = next(iter(make_loader(enc, 6, False)))
+    idx = batch.pop("idx")
+    out = student(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, output_hidden_states=True)
+    batch.update(teacher_logits=logits[idx], teacher_cls=cls[idx].float())
+    return out, batch
+
+
+def test_pkd_and_alp_objectives_on_real_hidden_states():
+    from kdlib.methods import make_objective
+
+    out, batch = _batch_and_outputs()
+    pkd = make_objective("pkd", {"T": 5.0, "alpha": 0.5, "beta": 10.0, "mapping": "skip"})
+    loss = pkd.loss(out, batch)
+    assert pkd.layer_map(3, 6).teacher_layers == [2, 4] and loss.item() > 0 and loss.requires_grad
+    kd_only = losses.hinton_kd(out.logits, batch["teacher_logits"], batch["labels"], 5.0, 0.5)
+    assert make_objective("pkd", {"beta": 0.0, "T": 5.0}).loss(out, batch).item() == pytest.approx(kd_only.item(), rel=1e-6)
+    alp = make_objective("alp", {"lam": 1.0})
+    assert alp.loss(out, batch).item() > 0
+    with pytest.raises(KDLibError, match="unknown PKD layer mapping 'first'; valid choices: skip, last"):
+        make_objective("pkd", {"mapping": "first"})
+    with pytest.raises(KDLibError, match="beta must be >= 0, got -2"):
+        make_objective("pkd", {"beta": -2})
+
+
+def test_model_without_hidden_states_is_refused():
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from kdlib.methods import make_objective
+
+    _, batch = _batch_and_outputs()
+    bare = SequenceClassifierOutput(logits=batch["teacher_logits"].clone())
+    with pytest.raises(KDLibError, match="the model returned no hidden states"):
+        make_objective("pkd").loss(bare, batch)

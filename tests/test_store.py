@@ -179,3 +179,16 @@ def test_bilstm_embedding_choices(emb, trainable, dim):
 def test_bad_bilstm_embeddings():
     with pytest.raises(KDLibError, match="unknown BiLSTM embeddings 'word2vec'; valid choices: static, tuned, random"):
         tiny(model=ModelSpec("minilm-l6", bilstm=(8, 8, "word2vec")))
+
+
+@pytest.mark.parametrize("method,hparams", [("pkd", {"beta": 10.0, "mapping": "last"}), ("alp", {"lam": 1.0})])
+def test_intermediate_layer_methods_cache_teacher_cls_states(store, method, hparams):
+    import torch
+
+    teacher = tiny(chapter="teachers", keep_model=True, model=ModelSpec("minilm-l6", fresh=(4, 32, 2)), lr=3e-3)
+    student = tiny(method=method, teacher=teacher, hparams=hparams, model=ModelSpec("minilm-l6", fresh=(2, 32, 2)))
+    rec = run(student)
+    assert 0 <= rec["best"]["accuracy"] <= 100
+    [cached] = (store / "cache" / "teacher_outputs").glob("*.pt")
+    out = torch.load(cached)
+    assert set(out) == {"logits", "cls"} and out["cls"].shape == (64, 5, 32)  # embeddings + 4 layers
