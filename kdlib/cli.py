@@ -155,9 +155,12 @@ def cmd_experiment(args) -> int:
 
 def cmd_build(args) -> int:
     root = _root()
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--builder", "html"]
-    if shutil.which("jupyter-book"):
-        cmd = ["jupyter-book", "build", str(root), "--builder", "html"]
+    # the jupyter-book beside this Python (a venv that is not activated), else the one on PATH
+    sibling = Path(sys.executable).parent / "jupyter-book"
+    exe = str(sibling) if sibling.is_file() else shutil.which("jupyter-book")
+    if exe is None:
+        raise KDLibError("jupyter-book is not installed here; install the book with pip install -e .")
+    cmd = [exe, "build", str(root), "--builder", "html"]
     if not args.no_strict:
         cmd += ["-W", "-n", "--keep-going"]
     if args.all:

@@ -72,3 +72,17 @@ def test_console_script_is_installed():
     proc = subprocess.run([exe, "run", CH1, "--profile", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("kdbook: error: unknown profile 'nope'")
     assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("kdlib ")
+
+
+def test_build_uses_the_jupyter_book_beside_python_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import kdlib.cli as cli
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    assert "jupyter-book is not installed here" in error_line(capsys, ["build"])
+    (tmp_path / "jupyter-book").write_text("")
+    ran = []
+    monkeypatch.setattr(cli.subprocess, "run", lambda cmd, cwd: ran.append(cmd) or type("R", (), {"returncode": 0}))
+    assert main(["build"]) == 0 and ran[0][0] == str(tmp_path / "jupyter-book")
