@@ -32,7 +32,7 @@ from . import __version__
 from .data import TaskData, encode, get_task, load_task, synthetic_task
 from .errors import KDLibError, check_choice
 from .methods import make_objective, needs_teacher
-from .metrics import predictions_from_logits
+from .metrics import agreement
 from .models import count_parameters, quiet_transformers, fresh_student, load_classifier, load_tokenizer, student_from_teacher
 from .train import TrainArgs, atomic_torch_save, make_loader, predict, progress_enabled, train
 
@@ -232,6 +232,12 @@ def hardware() -> dict:
     return info
 
 
+def provenance() -> dict:
+    """How a record was made: hardware, kdlib version and commit, and when (every record kind ends so)."""
+    return {"hardware": hardware(), "kdlib_version": __version__, "git_commit": git_commit(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
 def load_record(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -401,10 +407,7 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
             "hash": teacher_rec["hash"], "best": teacher_rec["best"],
             "agreement": _agreement(logits, teacher_rec, spec.is_regression)},
         "wall_time_s": round(result.wall_time_s, 1),
-        "hardware": hardware(),
-        "kdlib_version": __version__,
-        "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
     }
     text = json.dumps(record, indent=1) + "\n"
     if _is_main_process():  # under `accelerate launch` only one process writes
@@ -423,9 +426,7 @@ def _agreement(student_logits, teacher_rec: dict, regression: bool) -> float | N
     """How often the student's dev prediction equals the teacher's (percent)."""
     if regression or not teacher_rec.get("dev_logits"):
         return None
-    s = predictions_from_logits(student_logits.numpy())
-    t = predictions_from_logits(teacher_rec["dev_logits"])
-    return round(100.0 * float((s == t).mean()), 2)
+    return round(agreement(student_logits.numpy(), teacher_rec["dev_logits"]), 2)
 
 
 def _clean_state(state_dir: Path) -> None:

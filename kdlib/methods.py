@@ -10,6 +10,7 @@ import inspect
 import torch
 
 from . import losses
+from . import mapping as maps
 from .errors import KDLibError, check_choice, choices
 from .train import Objective
 
@@ -77,17 +78,15 @@ class PatientKD(_LayerObjective):
     """(1 − α)·CE + α·T²·KL + β·L_PT over a PKD-Skip or PKD-Last layer map (Sun et al. 2019)."""
 
     def __init__(self, T: float = 5.0, alpha: float = 0.5, beta: float = 100.0, mapping: str = "skip"):
-        from . import mapping as maps
-
         self.T = losses.check_temperature(T)
         self.alpha = losses.check_weight("alpha", alpha)
         self.beta = losses.check_nonnegative("beta", beta)
         check_choice("PKD layer mapping", mapping, ("skip", "last"))
-        self.mapping, self._maps, self._map = mapping, maps, None
+        self.mapping, self._map = mapping, None
 
     def layer_map(self, student_depth: int, teacher_depth: int):
         if self._map is None or (self._map.student_depth, self._map.teacher_depth) != (student_depth, teacher_depth):
-            self._map = self._maps.make(self.mapping, student_depth, teacher_depth)
+            self._map = maps.make(self.mapping, student_depth, teacher_depth)
         return self._map
 
     def loss(self, out, batch):

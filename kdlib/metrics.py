@@ -49,6 +49,11 @@ def predictions_from_logits(logits) -> np.ndarray:
     return logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
+def agreement(logits_a, logits_b) -> float:
+    """How often two models' predicted classes agree on the same examples (percent)."""
+    return 100.0 * float((predictions_from_logits(logits_a) == predictions_from_logits(logits_b)).mean())
+
+
 def task_metrics(task: str, logits, labels) -> dict:
     """Every metric the task reports, computed from logits (or regression outputs)."""
     spec = get_task(task)

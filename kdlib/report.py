@@ -41,11 +41,9 @@ def mean_std(values: list, digits: int = 1) -> str:
 
 def agreement(record: dict, teacher: dict) -> float:
     """How often ``record``'s dev predictions equal ``teacher``'s (percent), from the stored dev logits."""
-    from .metrics import predictions_from_logits
+    from .metrics import agreement as _agree
 
-    s = predictions_from_logits(record["dev_logits"])
-    t = predictions_from_logits(teacher["dev_logits"])
-    return 100.0 * float((s == t).mean())
+    return _agree(record["dev_logits"], teacher["dev_logits"])
 
 
 def results_table(results: dict, rows: list | None = None, metric: str | None = None,

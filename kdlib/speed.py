@@ -64,14 +64,12 @@ def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, d
     training record, and loaded from there when present (unless ``force`` or ``KDLIB_RECOMPUTE``). Weights do
     not change the time, so each model is built as its experiment would start (no training needed).
     ``stored_only`` returns the stored record or ``None``, never measuring."""
-    import datetime as _dt
     import hashlib
     import json
 
-    from . import __version__
     from .data import encode, get_task
     from .errors import check_choice
-    from .experiment import (atomic_write_text, build_model, git_commit, hardware, load_record, recompute_requested,
+    from .experiment import (atomic_write_text, build_model, load_record, provenance, recompute_requested,
                              results_dir, split_data)
     from .models import load_tokenizer, quiet_transformers
 
@@ -102,10 +100,8 @@ def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, d
     for r in rows:
         r["params w/o embeddings"] = r["params"] - embedding_parameters(built[r["model"]])
     record = {"schema": 1, "kind": "size_speed", "hash": key, "config": config, "rows": rows,
-              "n_examples": len(next(iter(encodings.values()))), "hardware": hardware(),
-              "kdlib_version": __version__, "git_commit": git_commit(),
-              "wall_time_s": round(time.perf_counter() - start, 1),
-              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+              "n_examples": len(next(iter(encodings.values()))),
+              "wall_time_s": round(time.perf_counter() - start, 1), **provenance()}
     text = json.dumps(record, indent=1) + "\n"
     atomic_write_text(path, text)
     return json.loads(text)

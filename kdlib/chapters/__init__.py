@@ -48,37 +48,37 @@ def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=No
 
 @dataclass(frozen=True)
 class Chapter:
+    """A chapter's notebook and, if it runs experiments, the module in ``kdlib.chapters`` that plans them.
+
+    The module has ``plan(profile) -> {row: [experiments]}`` and, optionally, ``measure(profile)`` for
+    measurements that are not training runs (e.g. a size/speed table), run by ``kdbook experiment``. It is
+    imported only when a plan is asked for."""
+
     key: str
     notebook: str  # path from the book root
     title: str
-    plan: Callable[[Profile], dict] | None = None
-    #: measurements that are not training runs (e.g. a size/speed table), run by ``kdbook experiment``
-    measure: Callable[[Profile], object] | None = None
+    module: str | None = None
 
+    def _attr(self, name: str):
+        if self.module is None:
+            return None
+        import importlib
 
-def _hinton_plan(profile):
-    from .hinton import plan
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), name, None)
 
-    return plan(profile)
+    @property
+    def plan(self) -> Callable[[Profile], dict] | None:
+        return self._attr("plan")
 
-
-def _bilstm_plan(profile):
-    from .bilstm import plan
-
-    return plan(profile)
-
-
-def _bilstm_measure(profile):
-    from .bilstm import size_speed
-
-    return size_speed(profile)
+    @property
+    def measure(self) -> Callable[[Profile], object] | None:
+        return self._attr("measure")
 
 
 CHAPTERS = {
     "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
-    "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", _hinton_plan),
-    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", _bilstm_plan,
-                      _bilstm_measure),
+    "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton"),
+    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
 }
 
 

@@ -129,18 +129,18 @@ def ablation_base(profile: Profile) -> str:
     return f"BiLSTM_SOFT, augmented (n_iter {s.n_iter})"
 
 
-def size_speed(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
+def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
     """Size/speed records (Tang et al.'s Table 2) for the teacher and the BiLSTM: whole SST-2 training set,
     batch 512; one record per device that is here, or whose record was stored on another machine."""
     import torch
 
-    from ..speed import measure
+    from .. import speed
 
     models = {"teacher": teacher(profile, TASK), "BiLSTM": bilstm(profile, TASK, "finetune", 0)}
     records = []
     for device in devices:
         here = device == "cpu" or torch.cuda.is_available()
-        rec = measure(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
+        rec = speed.measure(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
                       stored_only=not here)
         if rec is not None:
             records.append(rec)
