@@ -364,13 +364,16 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
     spec = get_task(exp.task)
     train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
     extra = augmented(exp, train_data) if exp.augment is not None else None
-    teacher_rec, cache = None, None
+    teacher_rec, cache, dev_cls = None, None, None
+    objective = make_objective(exp.method, exp.hp)
     if needs_teacher(exp.method):
         teacher_rec = run(exp.teacher, progress=progress)
         # the original examples' outputs are shared with every run on the same data; the augmented ones
         # are cached per transfer set
-        wanted = make_objective(exp.method, exp.hp).teacher_outputs
+        wanted = objective.teacher_outputs
         cache = teacher_outputs(exp.teacher, train_data, exp, progress, wanted)
+        if objective.summarizes_dev:
+            dev_cls = teacher_outputs(exp.teacher, dev_data, exp, progress, ("cls",))["cls"]
         if extra is not None:
             more = teacher_outputs(exp.teacher, extra, exp, progress, wanted)
             cache = {k: torch.cat([cache[k], more[k]]) for k in cache}
@@ -384,9 +387,10 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
                      evals_per_epoch=exp.evals_per_epoch, warmup_ratio=exp.warmup_ratio,
                      weight_decay=exp.weight_decay, optimizer=exp.optimizer)
     state_dir = cache_dir() / "runs" / exp.hash
-    result = train(model, train_enc, dev_enc, exp.task, make_objective(exp.method, exp.hp), args,
+    result = train(model, train_enc, dev_enc, exp.task, objective, args,
                    teacher_cache=cache, state_dir=state_dir, keep_best=keep_model,
-                   pad_id=tok.pad_token_id or 0, progress=progress, desc=exp.label or exp.method)
+                   pad_id=tok.pad_token_id or 0, progress=progress, desc=exp.label or exp.method,
+                   dev_teacher_cls=dev_cls)
     if keep_model:
         model.load_state_dict(result.best_state)
         model.save_pretrained(model_dir(exp))
@@ -407,6 +411,9 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
             "hash": teacher_rec["hash"], "best": teacher_rec["best"],
             "agreement": _agreement(logits, teacher_rec, spec.is_regression)},
         "wall_time_s": round(result.wall_time_s, 1),
+        "teacher_floats_per_example": None if cache is None else objective.teacher_floats(
+            cache, getattr(getattr(model, "config", None), "num_hidden_layers", 0)),
+        "summary": result.best_summary,
         **provenance(),
     }
     text = json.dumps(record, indent=1) + "\n"

@@ -67,11 +67,32 @@ class _LayerObjective(Objective):
     teacher_outputs = ("logits", "cls")
     student_kwargs = {"output_hidden_states": True}
 
+    summarizes_dev = True
+
     @staticmethod
     def student_cls(out) -> list:
         from .train import hidden_states
 
         return [h[:, 0] for h in hidden_states(out)]
+
+    def summarize(self, student_cls, teacher_cls) -> dict:
+        """The cosine similarity of each student layer's [CLS] vector with each teacher layer's, averaged
+        over the dev set: (student layers) × (teacher layers), embeddings excluded on both sides."""
+        s = torch.nn.functional.normalize(student_cls[:, 1:], dim=-1)
+        t = torch.nn.functional.normalize(teacher_cls[:, 1:], dim=-1)
+        return {"cls_cosine": _rounded((s @ t.transpose(1, 2)).mean(0))}
+
+    def teacher_layers(self, student_depth: int, teacher_depth: int) -> list:
+        """The teacher layers (numbered as hidden states) whose [CLS] vectors the loss reads."""
+        return list(range(1, teacher_depth + 1))
+
+    def teacher_floats(self, cache: dict, student_depth: int) -> int:
+        n_layers, hidden = cache["cls"].shape[1:]
+        return int(cache["logits"][0].numel()) + hidden * len(self.teacher_layers(student_depth, n_layers - 1))
+
+
+def _rounded(t: torch.Tensor) -> list:
+    return [[round(float(x), 4) for x in row] for row in t.tolist()]
 
 
 class PatientKD(_LayerObjective):
@@ -88,6 +109,19 @@ class PatientKD(_LayerObjective):
         if self._map is None or (self._map.student_depth, self._map.teacher_depth) != (student_depth, teacher_depth):
             self._map = maps.make(self.mapping, student_depth, teacher_depth)
         return self._map
+
+    def teacher_layers(self, student_depth: int, teacher_depth: int) -> list:
+        return list(self.layer_map(student_depth, teacher_depth).teacher_layers)
+
+    def summarize(self, student_cls, teacher_cls) -> dict:
+        """Adds L_PT's per-layer term on the dev set (mean over examples), mapped layers in order."""
+        summary = super().summarize(student_cls, teacher_cls)
+        m = self.layer_map(student_cls.size(1) - 1, teacher_cls.size(1) - 1)
+        s = torch.nn.functional.normalize(student_cls[:, m.student_layers], dim=-1)
+        t = torch.nn.functional.normalize(teacher_cls[:, m.teacher_layers], dim=-1)
+        summary["patient_distance"] = [round(float(x), 6) for x in (s - t).pow(2).mean(-1).mean(0)]
+        summary["pairs"] = [list(p) for p in m.pairs]
+        return summary
 
     def loss(self, out, batch):
         cls = self.student_cls(out)
@@ -110,6 +144,13 @@ class ALPKD(_LayerObjective):
         self.beta, self.eta, self.lam = (losses.check_nonnegative(n, v) for n, v in
                                          (("beta", beta), ("eta", eta), ("lam", lam)))
         self.scaled = bool(scaled)
+
+    def summarize(self, student_cls, teacher_cls) -> dict:
+        """Adds the attention weights α_jk averaged over the dev set (rows: student layers 1..k)."""
+        summary = super().summarize(student_cls, teacher_cls)
+        w = losses.alp_weights(student_cls[:, 1:], teacher_cls[:, 1:], self.scaled)
+        summary["alp_weights"] = _rounded(w.mean(0))
+        return summary
 
     def loss(self, out, batch):
         s = torch.stack(self.student_cls(out)[1:], 1)  # every student layer (not the embeddings)

@@ -57,6 +57,18 @@ class Objective:
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based)."""
 
+    #: True when :meth:`summarize` wants the student's and the teacher's [CLS] states on the dev set
+    summarizes_dev: bool = False
+
+    def summarize(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> dict:
+        """What to record about the student's dev-set states at the best evaluation (e.g. ALP's attention
+        weights averaged over the dev set). Both have shape (examples, layers + 1, hidden)."""
+        return {}
+
+    def teacher_floats(self, cache: dict, student_depth: int) -> int:
+        """How many cached teacher numbers one training example's loss reads (the cost column)."""
+        return sum(int(cache[k][0].numel()) for k in self.teacher_outputs)
+
 
 class _BucketSampler(Sampler):
     def __init__(self, lengths, batch_size, seed, shuffle):
@@ -167,15 +179,19 @@ class TrainResult:
     best_dev_logits: torch.Tensor | None = None
     best_state: dict | None = field(default=None, repr=False)
     wall_time_s: float = 0.0
+    best_summary: dict | None = None
 
 
 def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Objective, args: TrainArgs,
           teacher_cache: dict | None = None, state_dir: str | Path | None = None, keep_best: bool = False,
-          pad_id: int = 0, progress: bool | None = None, desc: str = "train") -> TrainResult:
+          pad_id: int = 0, progress: bool | None = None, desc: str = "train",
+          dev_teacher_cls: torch.Tensor | None = None) -> TrainResult:
     """Train ``model`` on ``train_enc`` with ``objective``; evaluate on ``dev_enc``; return the history.
 
     ``teacher_cache`` maps an output name ("logits", ...) to a tensor with one row per training example.
     ``state_dir``, if given, holds ``last.pt`` after each epoch so that a killed run resumes.
+    ``dev_teacher_cls`` (the teacher's dev-set [CLS] states) is passed to ``objective.summarize`` with the
+    student's at each evaluation; the summary at the best evaluation is returned.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -205,6 +221,8 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
                                                                         scheduler)
     eval_every = max(1, steps_per_epoch // max(1, args.evals_per_epoch))
     history, best, best_logits, best_state, start_epoch, elapsed = [], None, None, None, 0, 0.0
+    summarize = objective.summarizes_dev and dev_teacher_cls is not None
+    best_summary = None
 
     state_path = Path(state_dir) / "last.pt" if state_dir else None
     if state_path is not None and state_path.exists():
@@ -215,17 +233,23 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
         torch.set_rng_state(saved["rng"])
         history, best, start_epoch, elapsed = saved["history"], saved["best"], saved["epoch"] + 1, saved["elapsed"]
         best_logits, best_state = saved.get("best_logits"), saved.get("best_state")
+        best_summary = saved.get("best_summary")
         accelerator.print(f"[{desc}] resuming after epoch {start_epoch} from {state_path}")
 
     def evaluate(epoch_pos: float, step: int, train_loss: float):
-        nonlocal best, best_logits, best_state
-        logits = predict(model, dev_dl, accelerator, **objective.student_kwargs)
+        nonlocal best, best_logits, best_state, best_summary
+        if summarize:
+            logits, cls = predict(model, dev_dl, accelerator, cls_states=True, **objective.student_kwargs)
+        else:
+            logits = predict(model, dev_dl, accelerator, **objective.student_kwargs)
         scores = task_metrics(task, logits.numpy(), dev_enc.labels)
         point = {"epoch": round(epoch_pos, 4), "step": step, "train_loss": round(train_loss, 6), **scores}
         history.append(point)
         main = next(iter(scores))
         if best is None or scores[main] > best[main]:
             best, best_logits = dict(point), logits
+            if summarize:
+                best_summary = objective.summarize(cls.float(), dev_teacher_cls.float())
             if keep_best:
                 best_state = {k: v.detach().cpu().clone()
                               for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -272,6 +296,7 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
             atomic_torch_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
                         "history": history, "best": best, "best_logits": best_logits, "best_state": best_state,
+                        "best_summary": best_summary,
                         "elapsed": elapsed + time.perf_counter() - t0}, state_path)
     wall = elapsed + time.perf_counter() - t0
-    return TrainResult(history, best, best_logits, best_state, wall)
+    return TrainResult(history, best, best_logits, best_state, wall, best_summary)

@@ -56,8 +56,8 @@ T_ = torch.tensor([[[1.0, 0.0], [0.0, 5.0]], [[-1.0, 0.0], [0.0, 1.0]]])
 
 
 def test_pkd_patient_golden():
-    # example 1: |(.6,.8) − (1,0)|² = 0.8, then 0; example 2: 4 + 2 = 6; batch mean 3.4
-    assert losses.pkd_patient(S, T_).item() == pytest.approx(3.4)
+    # H = 2. Example 1: |(.6,.8) − (1,0)|²/2 = 0.4, then 0; example 2: (4 + 2)/2 = 3; batch mean 1.7
+    assert losses.pkd_patient(S, T_).item() == pytest.approx(1.7)
     assert losses.pkd_patient(S, 7 * S).item() == pytest.approx(0, abs=1e-6)  # scale-blind, zero when equal
 
 
@@ -65,7 +65,7 @@ def test_pkd_total_golden():
     z_s, z_t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
     kd = losses.hinton_kd(z_s, z_t, y, T=5.0, alpha=0.5).item()
     got = losses.pkd(z_s, z_t, y, S[:1], T_[:1], T=5.0, alpha=0.5, beta=10.0).item()
-    assert got == pytest.approx(kd + 10 * 0.8)
+    assert got == pytest.approx(kd + 10 * 0.4)
     with pytest.raises(KDLibError, match="beta must be >= 0, got -1"):
         losses.pkd(z_s, z_t, y, S[:1], T_[:1], beta=-1)
 

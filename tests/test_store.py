@@ -189,6 +189,14 @@ def test_intermediate_layer_methods_cache_teacher_cls_states(store, method, hpar
     student = tiny(method=method, teacher=teacher, hparams=hparams, model=ModelSpec("minilm-l6", fresh=(2, 32, 2)))
     rec = run(student)
     assert 0 <= rec["best"]["accuracy"] <= 100
-    [cached] = (store / "cache" / "teacher_outputs").glob("*.pt")
-    out = torch.load(cached)
-    assert set(out) == {"logits", "cls"} and out["cls"].shape == (64, 5, 32)  # embeddings + 4 layers
+    shapes = sorted(tuple(torch.load(f)["cls"].shape) for f in (store / "cache" / "teacher_outputs").glob("*.pt"))
+    n_dev = rec["n_dev"]
+    assert shapes == sorted([(64, 5, 32), (n_dev, 5, 32)])  # train and dev: embeddings + 4 layers
+    # the dev-set summary: every student layer (2) against every teacher layer (4)
+    assert len(rec["summary"]["cls_cosine"]) == 2 and len(rec["summary"]["cls_cosine"][0]) == 4
+    if method == "alp":
+        assert all(abs(sum(row) - 1) < 1e-3 for row in rec["summary"]["alp_weights"])
+        assert rec["teacher_floats_per_example"] == 2 + 4 * 32  # logits + every teacher layer
+    else:
+        assert rec["summary"]["pairs"] == [[1, 3]]  # last: student layer 1 -> teacher layer 3 of 4
+        assert rec["teacher_floats_per_example"] == 2 + 1 * 32  # logits + one mapped layer

@@ -1,0 +1,59 @@
+"""Chapter 4 — Passban et al. 2021, *ALP-KD: Attention-Based Layer Projection for Knowledge Distillation*.
+
+Instead of a fixed map, every student layer j attends over *all* teacher layers k,
+``α_jk = softmax_k(h_s^j · h_t^k / √d)``, and is pulled towards the mixture ``c^j = Σ_k α_jk h_t^k``:
+``L = β·CE + η·T²·KL + λ·Σ_j MSE(h_s^j, c^j)`` on [CLS] vectors (:func:`kdlib.losses.alp_kd`).
+
+Rows, on the tasks and student depths of the Patient-KD chapter (whose records they share): the student on
+labels, vanilla KD, PKD-Last, PKD-Skip and ALP-KD. The weights are fixed before any run, not searched:
+β = η = 0.5 and T = 2, so that the CE and KD terms weigh exactly what they weigh in vanilla KD and PKD
+(α = 0.5), and λ = 10, which makes the ALP term 0.17–0.21 at initialisation on 1,000 training examples
+(MSE of raw [CLS] vectors whose units have variance ≈ 0.24), the size PKD's term has at β = 500 for
+PKD-Last. One ablation row (first seed, SST-2, the smaller student) drops the 1/√d scaling.
+"""
+from __future__ import annotations
+
+from ..profiles import Profile
+from . import pkd
+
+CHAPTER = "alp"
+T, BETA, ETA, LAM = pkd.T, 1 - pkd.ALPHA, pkd.ALPHA, 10.0
+
+
+def alp_rows(profile: Profile, task: str, depth: int) -> dict:
+    return {pkd.row(task, depth, "ALP-KD"): pkd.seeds_of(profile, task, depth, "alp", "ALP", chapter=CHAPTER,
+                                                         T=T, beta=BETA, eta=ETA, lam=LAM)}
+
+
+def plan(profile: Profile) -> dict:
+    s = pkd.setting(profile)
+    rows = {}
+    for task in s.tasks:
+        rows[f"{task} · teacher"] = [pkd.task_teacher(profile, task)]
+        for depth in s.depths:
+            rows.update(pkd.kd_rows(profile, task, depth))
+            rows.update(pkd.pkd_rows(profile, task, depth))
+            rows.update(alp_rows(profile, task, depth))
+    main, small = pkd.tasks(profile)[0], s.depths[-1]
+    rows[f"ablation: {main} · {small} layers · ALP-KD without 1/√d"] = pkd.seeds_of(
+        profile, main, small, "alp", "ALP unscaled", n=1, chapter=CHAPTER, T=T, beta=BETA, eta=ETA, lam=LAM,
+        scaled=False)
+    return rows
+
+
+#: GLUE *dev* figures of the paper (BERT-base teacher, 12 layers; 4-layer and 2-layer students, set beside
+#: our larger and smaller student), from shared/reference/papers.md §7. For the 2-layer PKD row the sheet
+#: gives only the average over eight tasks (≈ 66.28, "best of 3 choices").
+PAPER = {
+    ("sst2", 0, "teacher"): "92.67", ("sst2", 0, "fine-tuned on labels"): "88.19", ("sst2", 0, "vanilla KD"): "90.37",
+    ("sst2", 0, "PKD"): "90.14", ("sst2", 0, "ALP-KD"): "90.37",
+    ("sst2", 1, "fine-tuned on labels"): "85.89", ("sst2", 1, "vanilla KD"): "87.39", ("sst2", 1, "ALP-KD"): "88.88",
+    ("mrpc", 0, "teacher"): "86.76", ("mrpc", 0, "fine-tuned on labels"): "77.70", ("mrpc", 0, "vanilla KD"): "79.41",
+    ("mrpc", 0, "PKD"): "80.15", ("mrpc", 0, "ALP-KD"): "80.72",
+    ("mrpc", 1, "fine-tuned on labels"): "72.06", ("mrpc", 1, "vanilla KD"): "73.53", ("mrpc", 1, "ALP-KD"): "73.53",
+    ("stsb", 0, "teacher"): "88.82", ("stsb", 0, "fine-tuned on labels"): "87.29", ("stsb", 0, "vanilla KD"): "87.45",
+    ("stsb", 0, "PKD"): "87.26", ("stsb", 0, "ALP-KD"): "87.62",
+    ("stsb", 1, "fine-tuned on labels"): "40.80", ("stsb", 1, "vanilla KD"): "41.87", ("stsb", 1, "ALP-KD"): "46.04",
+}
+PAPER_SOURCE = ("Passban et al. 2021, GLUE dev, BERT-base teacher, 4-layer and 2-layer students "
+                "(papers.md §7; MRPC and SST-2 accuracy, STS-B Pearson)")
