@@ -148,8 +148,14 @@ def cmd_experiment(args) -> int:
         from .report import size_speed_table
 
         for rec in measure(get_profile(args.profile), force=args.force):
-            print(f"size and speed on {rec['config']['device']}:")
-            print(size_speed_table(rec).round(2).to_string())
+            if rec.get("kind") == "size_speed":
+                print(f"size and speed on {rec['config']['device']}:")
+                print(size_speed_table(rec).round(2).to_string())
+            else:
+                import pandas as pd
+
+                print(f"{rec['kind']}:")
+                print(pd.DataFrame(rec["rows"]).round(4).to_string(index=False))
     return 0
 
 

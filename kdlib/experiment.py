@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,6 +351,30 @@ def teacher_outputs(teacher: Experiment, data: TaskData, exp: Experiment, progre
         out = {"logits": predict(model, loader, device=device)}
     atomic_torch_save(out, path)
     return out
+
+
+def measurement(kind: str, profile: str, chapter: str, config: dict, compute, force: bool = False,
+                stored_only: bool = False) -> dict | None:
+    """A stored record of a measurement that is not a training run (a size/speed table, loss terms at
+    initialisation): ``results/<profile>/<chapter>/measurements/<kind>-<hash of config>.json``.
+
+    Loaded when stored (unless ``force`` or ``KDLIB_RECOMPUTE``); else ``compute()`` returns the record's
+    fields, and the record is written with the same provenance as a training record. ``stored_only``
+    returns the stored record or ``None``, never computing."""
+    config = {"kind": kind, "profile": profile, **config}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    path = results_dir() / profile / chapter / "measurements" / f"{kind}-{key}.json"
+    if path.is_file() and (stored_only or (not force and not recompute_requested())):
+        return load_record(path)
+    if stored_only:
+        return None
+    start = time.perf_counter()
+    fields = compute()
+    record = {"schema": 1, "kind": kind, "hash": key, "config": config, **fields,
+              "wall_time_s": round(time.perf_counter() - start, 1), **provenance()}
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write_text(path, text)
+    return json.loads(text)
 
 
 # ---------------------------------------------------------------------------------------------------

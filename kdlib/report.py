@@ -144,6 +144,43 @@ def difference(a: list, b: list, metric: str | None = None) -> str:
     return text + ")"
 
 
+def pivot(results: dict, rows: list, cols: list, key, metric: str | None = None, digits: int = 1) -> pd.DataFrame:
+    """A table of mean ± std over seeds with one cell per (row, column): ``key(row, col)`` names the plan row
+    behind a cell (e.g. method × student depth); a missing plan row leaves "–"."""
+    table = {}
+    for col in cols:
+        cells = []
+        for r in rows:
+            recs = results.get(key(r, col))
+            cells.append(mean_std(scores(recs, metric), digits) if recs else "–")
+        table[col] = cells
+    return pd.DataFrame(table, index=rows)
+
+
+def summary_matrix(records: list, name: str) -> np.ndarray:
+    """The mean over seeds of a matrix each record's dev-set ``summary`` holds (e.g. ALP's weights)."""
+    mats = [np.asarray(r["summary"][name], dtype=float) for r in records if (r.get("summary") or {}).get(name)]
+    if not mats:
+        raise ValueError(f"no record holds a {name!r} summary")
+    return np.mean(mats, axis=0)
+
+
+def cost_table(results: dict, rows: list) -> pd.DataFrame:
+    """What each row costs: wall time per run, and the cached teacher numbers one example's loss reads
+    (stored in float16, so ×2 bytes), per example and per training step."""
+    table = []
+    for row in rows:
+        recs = results[row]
+        c = recs[0]["config"]
+        floats = recs[0].get("teacher_floats_per_example") or 0
+        table.append({"": row, "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}",
+                      "teacher numbers / example": f"{floats:,}",
+                      "teacher KiB / step": f"{floats * 2 * c['batch_size'] / 1024:.1f}"})
+    df = pd.DataFrame(table).set_index("")
+    df.index.name = None
+    return df
+
+
 def curve(records: list, metric: str | None = None):
     """Mean (and std) dev score at each evaluation point over seeds: (epochs, mean, std)."""
     metric = metric or main_metric(records)

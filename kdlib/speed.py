@@ -64,44 +64,32 @@ def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, d
     training record, and loaded from there when present (unless ``force`` or ``KDLIB_RECOMPUTE``). Weights do
     not change the time, so each model is built as its experiment would start (no training needed).
     ``stored_only`` returns the stored record or ``None``, never measuring."""
-    import hashlib
-    import json
-
     from .data import encode, get_task
     from .errors import check_choice
-    from .experiment import (atomic_write_text, build_model, load_record, provenance, recompute_requested,
-                             results_dir, split_data)
+    from .experiment import build_model, measurement, split_data
     from .models import load_tokenizer, quiet_transformers
 
     check_choice("device", device, ("cpu", "cuda"))
     check_choice("reference model", reference, models)
     exps = list(models.values())
     first = exps[0]
-    config = {"kind": "size_speed", "profile": first.profile, "task": first.task, "data": first.data,
-              "train_size": first.train_size, "batch_size": batch_size, "device": device, "reference": reference,
+    config = {"task": first.task, "data": first.data, "train_size": first.train_size, "batch_size": batch_size,
+              "device": device, "reference": reference,
               "models": {name: {"model": e.to_dict()["model"], "max_length": e.max_length} for name, e in models.items()}}
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:16]
-    path = results_dir() / first.profile / chapter / "measurements" / f"size_speed-{key}.json"
-    if path.is_file() and (stored_only or (not force and not recompute_requested())):
-        return load_record(path)
-    if stored_only:
-        return None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise KDLibError("no CUDA device here to time on; valid choices: cpu")
-    quiet_transformers()
-    spec = get_task(first.task)
-    start = time.perf_counter()
-    built, encodings = {}, {}
-    for name, exp in models.items():
-        tok = load_tokenizer(exp.model.checkpoint)
-        built[name] = build_model(exp, spec.num_labels, tok)
-        encodings[name] = encode(tok, split_data(exp.replace(augment=None), "train"), exp.max_length)
-    rows = size_speed(built, encodings, reference, batch_size, device)
-    for r in rows:
-        r["params w/o embeddings"] = r["params"] - embedding_parameters(built[r["model"]])
-    record = {"schema": 1, "kind": "size_speed", "hash": key, "config": config, "rows": rows,
-              "n_examples": len(next(iter(encodings.values()))),
-              "wall_time_s": round(time.perf_counter() - start, 1), **provenance()}
-    text = json.dumps(record, indent=1) + "\n"
-    atomic_write_text(path, text)
-    return json.loads(text)
+
+    def compute() -> dict:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise KDLibError("no CUDA device here to time on; valid choices: cpu")
+        quiet_transformers()
+        spec = get_task(first.task)
+        built, encodings = {}, {}
+        for name, exp in models.items():
+            tok = load_tokenizer(exp.model.checkpoint)
+            built[name] = build_model(exp, spec.num_labels, tok)
+            encodings[name] = encode(tok, split_data(exp.replace(augment=None), "train"), exp.max_length)
+        rows = size_speed(built, encodings, reference, batch_size, device)
+        for r in rows:
+            r["params w/o embeddings"] = r["params"] - embedding_parameters(built[r["model"]])
+        return {"rows": rows, "n_examples": len(next(iter(encodings.values())))}
+
+    return measurement("size_speed", first.profile, chapter, config, compute, force, stored_only)

@@ -51,3 +51,19 @@ def test_agreement_against_a_given_teacher():
     assert report.agreement(student, teacher) == 75.0
     t = report.results_table({"teacher": [teacher], "student": [student]}, teacher=teacher)
     assert t.loc["student", "agrees with teacher %"] == "75.0" and t.loc["teacher", "agrees with teacher %"] == "–"
+
+
+def test_pivot_summary_matrix_and_cost_table():
+    results = {"sst2 · 3 · kd": [rec(86.0, 0), rec(88.0, 1)], "sst2 · 2 · kd": [rec(84.0, 0)]}
+    t = report.pivot(results, ["kd", "pkd"], [3, 2], lambda r, d: f"sst2 · {d} · {r}")
+    assert t.loc["kd", 3] == "87.0 ± 1.4" and t.loc["kd", 2] == "84.0" and t.loc["pkd", 3] == "–"
+    a, b = rec(86.0, 0), rec(88.0, 1)
+    a["summary"], b["summary"] = {"w": [[1.0, 0.0], [0.5, 0.5]]}, {"w": [[0.0, 1.0], [0.5, 0.5]]}
+    assert report.summary_matrix([a, b], "w").tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    with pytest.raises(ValueError, match="no record holds a 'alp_weights' summary"):
+        report.summary_matrix([rec(80.0)], "alp_weights")
+    a["teacher_floats_per_example"] = 2 + 2 * 384  # logits + two mapped layers
+    c = report.cost_table({"pkd": [a, b], "labels": [rec(80.0)]}, ["pkd", "labels"])
+    assert c.loc["pkd", "teacher numbers / example"] == "770"
+    assert c.loc["pkd", "teacher KiB / step"] == f"{770 * 2 * 64 / 1024:.1f}"  # float16, batch 64
+    assert c.loc["labels", "teacher numbers / example"] == "0" and c.loc["pkd", "min / run"] == "2.0"

@@ -200,3 +200,36 @@ def test_intermediate_layer_methods_cache_teacher_cls_states(store, method, hpar
     else:
         assert rec["summary"]["pairs"] == [[1, 3]]  # last: student layer 1 -> teacher layer 3 of 4
         assert rec["teacher_floats_per_example"] == 2 + 1 * 32  # logits + one mapped layer
+
+
+def test_measurement_is_stored_once_and_reloaded(store):
+    from kdlib.experiment import measurement
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"rows": [{"x": 1.5}]}
+
+    assert measurement("probe", "smoke", "test", {"n": 3}, compute, stored_only=True) is None
+    first = measurement("probe", "smoke", "test", {"n": 3}, compute)
+    again = measurement("probe", "smoke", "test", {"n": 3}, compute)
+    assert first == again and len(calls) == 1 and first["rows"] == [{"x": 1.5}]
+    assert first["config"] == {"kind": "probe", "profile": "smoke", "n": 3} and first["git_commit"]
+    path = store / "results" / "smoke" / "test" / "measurements" / f"probe-{first['hash']}.json"
+    assert path.is_file()
+    measurement("probe", "smoke", "test", {"n": 3}, compute, force=True)
+    assert len(calls) == 2
+    measurement("probe", "smoke", "test", {"n": 4}, compute)  # another config: another record
+    assert len(list(path.parent.glob("probe-*.json"))) == 2
+
+
+def test_pkd_on_a_regression_task_end_to_end(store):
+    teacher = tiny(task="stsb", chapter="teachers", keep_model=True, model=ModelSpec("minilm-l6", fresh=(4, 32, 2)),
+                   lr=3e-3)
+    student = tiny(task="stsb", method="pkd", teacher=teacher, hparams={"beta": 100.0, "mapping": "skip"},
+                   model=ModelSpec("minilm-l6", fresh=(2, 32, 2)))
+    rec = run(student)
+    assert set(rec["best"]) >= {"pearson", "spearman"} and all(len(row) == 1 for row in rec["dev_logits"])
+    assert rec["teacher_floats_per_example"] == 1 + 32  # one scalar output + one mapped layer
+    assert rec["teacher"]["agreement"] is None  # agreement is for classes, not scores

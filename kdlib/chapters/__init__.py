@@ -80,7 +80,7 @@ CHAPTERS = {
     "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton"),
     "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
     "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd"),
-    "alp": Chapter("alp", "chapters/04_alp_kd.ipynb", "ALP-KD", "alp"),
+    "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp"),
 }
 
 
