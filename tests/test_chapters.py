@@ -3,11 +3,23 @@ import json
 
 import pytest
 
-from kdlib.chapters import CHAPTERS
+from kdlib.chapters import CHAPTERS, in_book
 
 from .conftest import ROOT
 
-NOTEBOOKS = [c for c in CHAPTERS.values() if c.notebook.endswith(".ipynb")]
+NOTEBOOKS = [c for c in in_book(ROOT) if c.notebook.endswith(".ipynb")]
+
+
+def test_the_book_lists_registered_chapters_only(tmp_path):
+    from kdlib.errors import KDLibError
+
+    assert [c.key for c in in_book(ROOT)][:3] == ["intro", "hinton", "bilstm"]
+    assert all((ROOT / c.notebook).is_file() for c in in_book(ROOT))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapters/00_introduction\nchapters:\n"
+                                       "- file: chapters/99_nothing\n")
+    with pytest.raises(KDLibError, match="_toc.yml lists 'chapters/99_nothing', which is not a registered chapter"):
+        in_book(tmp_path)
+    assert set(CHAPTERS) >= {"pkd", "alp"}  # registered: their plans run with `kdbook experiment`
 
 
 @pytest.mark.slow

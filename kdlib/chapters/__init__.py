@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import check_choice
+from ..errors import KDLibError, check_choice
 from ..experiment import Experiment, ModelSpec
 from ..profiles import Profile, get_profile
 
@@ -82,6 +82,26 @@ CHAPTERS = {
     "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd"),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp"),
 }
+
+
+def in_book(root=None) -> list:
+    """The registered chapters that the book's ``_toc.yml`` lists, in the book's order. A chapter that is
+    registered (its plan can run) but not yet listed is still being written."""
+    from pathlib import Path
+
+    import yaml
+
+    from ..experiment import book_root
+
+    root = Path(root) if root else book_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [e["file"] for e in toc.get("chapters", [])]
+    by_file = {c.notebook.rsplit(".", 1)[0]: c for c in CHAPTERS.values()}
+    unknown = [f for f in files if f not in by_file]
+    if unknown:
+        raise KDLibError(f"_toc.yml lists {unknown[0]!r}, which is not a registered chapter; valid choices: "
+                         f"{', '.join(by_file)}")
+    return [by_file[f] for f in files]
 
 
 def get_chapter(key: str) -> Chapter:
