@@ -5,8 +5,8 @@ output and ``i`` (1..L) the output of encoder layer ``i``. A :class:`LayerMap` i
 ``(student layer, teacher layer)`` pairs. Patient KD (Sun et al. 2019) uses fixed maps: *skip* (every
 ``L_t / L_s``-th teacher layer) and *last* (the teacher's last layers). The last student layer is left out
 of both, since the soft-label loss already covers it. ALP-KD (Passban et al. 2021) learns no fixed map:
-each student layer attends over all teacher layers (:func:`kdlib.losses.alp_weights`), and
-:func:`draw` shows those weights the same way it shows a fixed map.
+each student layer attends over all teacher layers (:func:`attention`, a soft map per example), and
+:func:`draw` shows those weights, averaged over a data set, the same way it shows a fixed map.
 
 TinyBERT's chapter maps embeddings (0 → 0) and uniform layers with the same functions.
 """
@@ -90,6 +90,15 @@ def last(student_depth: int, teacher_depth: int, include_last: bool = False) -> 
 def given(pairs, student_depth: int, teacher_depth: int) -> LayerMap:
     """A user-given list of ``(student layer, teacher layer)`` pairs."""
     return LayerMap(tuple(pairs), student_depth, teacher_depth, "given")
+
+
+def attention(student_states, teacher_states, scaled: bool = True):
+    """ALP-KD's attention-based map: for each example, a (student layers × teacher layers) matrix of weights
+    α_jk = softmax_k(h_s^j · h_t^k / √d) whose rows sum to one. Inputs have shape (batch, layers, d); the
+    equation and the reason for the scaling are at :func:`kdlib.losses.alp_weights`, beside ALP's loss."""
+    from .losses import alp_weights
+
+    return alp_weights(student_states, teacher_states, scaled)
 
 
 def make(kind: str, student_depth: int, teacher_depth: int, pairs=None) -> LayerMap:

@@ -148,7 +148,7 @@ class ALPKD(_LayerObjective):
     def summarize(self, student_cls, teacher_cls) -> dict:
         """Adds the attention weights α_jk averaged over the dev set (rows: student layers 1..k)."""
         summary = super().summarize(student_cls, teacher_cls)
-        w = losses.alp_weights(student_cls[:, 1:], teacher_cls[:, 1:], self.scaled)
+        w = maps.attention(student_cls[:, 1:], teacher_cls[:, 1:], self.scaled)
         summary["alp_weights"] = _rounded(w.mean(0))
         return summary
 

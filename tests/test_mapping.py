@@ -78,6 +78,11 @@ def test_alp_weights_golden_and_rows_sum_to_one():
     g = torch.Generator().manual_seed(0)
     w = losses.alp_weights(torch.randn(4, 3, 8, generator=g), torch.randn(4, 6, 8, generator=g))
     assert w.shape == (4, 3, 6) and torch.allclose(w.sum(-1), torch.ones(4, 3))
+    # the mapping module's soft map is the same attention; unscaled scores of large states are one-hot
+    assert torch.equal(mapping.attention(s, t, scaled=False), losses.alp_weights(s, t, scaled=False))
+    big = mapping.attention(10 * torch.randn(2, 2, 384, generator=g), 10 * torch.randn(2, 6, 384, generator=g),
+                            scaled=False)
+    assert big.max(-1).values.min() > 0.999
 
 
 def test_alp_loss_golden():
