@@ -166,14 +166,17 @@ def summary_matrix(records: list, name: str) -> np.ndarray:
 
 
 def cost_table(results: dict, rows: list) -> pd.DataFrame:
-    """What each row costs: wall time per run, and the cached teacher numbers one example's loss reads
-    (stored in float16, so ×2 bytes), per example and per training step."""
+    """What each row costs: wall time per run and where it ran (threads matter on a CPU shared by two runs),
+    and the cached teacher numbers one example's loss reads (stored in float16, so ×2 bytes), per example
+    and per training step."""
     table = []
     for row in rows:
         recs = results[row]
         c = recs[0]["config"]
         floats = recs[0].get("teacher_floats_per_example") or 0
-        table.append({"": row, "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}",
+        hw = recs[0].get("hardware", {})
+        where = hw.get("gpu") or f"CPU, {hw.get('torch_threads', '?')} thread(s)"
+        table.append({"": row, "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}", "ran on": where,
                       "teacher numbers / example": f"{floats:,}",
                       "teacher KiB / step": f"{floats * 2 * c['batch_size'] / 1024:.1f}"})
     df = pd.DataFrame(table).set_index("")

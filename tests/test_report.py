@@ -67,3 +67,6 @@ def test_pivot_summary_matrix_and_cost_table():
     assert c.loc["pkd", "teacher numbers / example"] == "770"
     assert c.loc["pkd", "teacher KiB / step"] == f"{770 * 2 * 64 / 1024:.1f}"  # float16, batch 64
     assert c.loc["labels", "teacher numbers / example"] == "0" and c.loc["pkd", "min / run"] == "2.0"
+    assert c.loc["pkd", "ran on"] == "CPU, ? thread(s)"
+    a["hardware"] = {"cpu_count": 2, "torch_threads": 1}
+    assert report.cost_table({"pkd": [a]}, ["pkd"]).loc["pkd", "ran on"] == "CPU, 1 thread(s)"
