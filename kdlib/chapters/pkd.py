@@ -188,7 +188,8 @@ def differences(results: dict, profile: Profile, pairs: list, metric: str | None
 
 def loss_terms_at_init(profile: Profile, n: int = 1000, force: bool = False, stored_only: bool = False) -> dict:
     """How big each loss term is before training, per task and student depth, on ``n`` *training* examples:
-    CE, T²·KL, the patient term L_PT for each mapping (and β·L_PT) and ALP's term (and λ·L_ALP).
+    CE, T²·KL, the patient term L_PT for each mapping (and β·L_PT) and ALP's term (and λ·L_ALP); and the
+    mean norm of the teacher's [CLS] vector at each hidden state (embeddings first).
 
     This is how β and λ were chosen (no dev score involved). Stored as a measurement record."""
     from .. import losses
@@ -207,7 +208,7 @@ def loss_terms_at_init(profile: Profile, n: int = 1000, force: bool = False, sto
     def compute() -> dict:
         import torch
 
-        rows = []
+        rows, norms = [], {}
         for task in s.tasks:
             t_exp = task_teacher(profile, task)
             tok = load_tokenizer(t_exp.model.checkpoint)
@@ -217,6 +218,7 @@ def loss_terms_at_init(profile: Profile, n: int = 1000, force: bool = False, sto
             labels = torch.tensor(data.labels)
             t_logits, t_cls = predict(teacher_model(t_exp), loader, cls_states=True)
             t_cls = t_cls.float()
+            norms[task] = [round(float(x), 3) for x in t_cls.norm(dim=-1).mean(0)]  # embeddings, layers 1..L
             spec = get_task(task)
             for depth in s.depths:
                 torch.manual_seed(0)
@@ -233,7 +235,7 @@ def loss_terms_at_init(profile: Profile, n: int = 1000, force: bool = False, sto
                 a = losses.alp_loss(s_cls[:, 1:], t_cls[:, 1:]).item()
                 row["L_ALP"], row["λ·L_ALP"] = a, alp.LAM * a
                 rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-        return {"rows": rows, "n_examples": n}
+        return {"rows": rows, "teacher_cls_norms": norms, "n_examples": n}
 
     return measurement("loss_terms", profile.name, CHAPTER, config, compute, force, stored_only)
 
