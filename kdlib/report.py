@@ -7,6 +7,7 @@ seeds beside the paper's figure, and :func:`plot_curves` draws dev score against
 from __future__ import annotations
 
 import math
+import warnings
 from statistics import mean, stdev
 
 import numpy as np
@@ -139,7 +140,9 @@ def difference(a: list, b: list, metric: str | None = None) -> str:
     diff = mean(sa) - mean(sb)
     text = f"{diff:+.2f} points ({len(sa)} vs {len(sb)} seeds"
     if len(sa) > 1 and len(sb) > 1 and (np.std(sa) > 0 or np.std(sb) > 0):
-        p = float(ttest_ind(sa, sb, equal_var=False).pvalue)
+        with warnings.catch_warnings():  # near-equal scores make scipy warn about precision; p is still fine
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(ttest_ind(sa, sb, equal_var=False).pvalue)
         text += f", Welch t-test p = {p:.2f}"
     return text + ")"
 
