@@ -171,17 +171,18 @@ def summary_matrix(records: list, name: str) -> np.ndarray:
 def cost_table(results: dict, rows: list) -> pd.DataFrame:
     """What each row costs: wall time per run and where it ran (threads matter on a CPU shared by two runs),
     and the cached teacher numbers one example's loss reads (stored in float16, so ×2 bytes), per example
-    and per training step."""
+    and per training step ("not recorded" for records made before kdlib stored that count)."""
     table = []
     for row in rows:
         recs = results[row]
         c = recs[0]["config"]
+        recorded = "teacher_floats_per_example" in recs[0]  # records older than the field say nothing
         floats = recs[0].get("teacher_floats_per_example") or 0
         hw = recs[0].get("hardware", {})
         where = hw.get("gpu") or f"CPU, {hw.get('torch_threads', '?')} thread(s)"
         table.append({"": row, "min / run": f"{mean(r['wall_time_s'] for r in recs) / 60:.1f}", "ran on": where,
-                      "teacher numbers / example": f"{floats:,}",
-                      "teacher KiB / step": f"{floats * 2 * c['batch_size'] / 1024:.1f}"})
+                      "teacher numbers / example": f"{floats:,}" if recorded else "not recorded",
+                      "teacher KiB / step": f"{floats * 2 * c['batch_size'] / 1024:.1f}" if recorded else "–"})
     df = pd.DataFrame(table).set_index("")
     df.index.name = None
     return df

@@ -63,10 +63,13 @@ def test_pivot_summary_matrix_and_cost_table():
     with pytest.raises(ValueError, match="no record holds a 'alp_weights' summary"):
         report.summary_matrix([rec(80.0)], "alp_weights")
     a["teacher_floats_per_example"] = 2 + 2 * 384  # logits + two mapped layers
-    c = report.cost_table({"pkd": [a, b], "labels": [rec(80.0)]}, ["pkd", "labels"])
+    labels, old = rec(80.0), rec(80.0)
+    labels["teacher_floats_per_example"] = None  # trained on labels: reads no teacher state
+    c = report.cost_table({"pkd": [a, b], "labels": [labels], "old": [old]}, ["pkd", "labels", "old"])
     assert c.loc["pkd", "teacher numbers / example"] == "770"
     assert c.loc["pkd", "teacher KiB / step"] == f"{770 * 2 * 64 / 1024:.1f}"  # float16, batch 64
     assert c.loc["labels", "teacher numbers / example"] == "0" and c.loc["pkd", "min / run"] == "2.0"
     assert c.loc["pkd", "ran on"] == "CPU, ? thread(s)"
+    assert c.loc["old", "teacher numbers / example"] == "not recorded" and c.loc["old", "teacher KiB / step"] == "–"
     a["hardware"] = {"cpu_count": 2, "torch_threads": 1}
     assert report.cost_table({"pkd": [a]}, ["pkd"]).loc["pkd", "ran on"] == "CPU, 1 thread(s)"
