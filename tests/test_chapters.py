@@ -71,3 +71,14 @@ def test_layer_chapters_share_records():
             assert alp_exp.method == "alp" and alp_exp.chapter == "alp"
     stsb = p3[pkd.row("stsb", 3, "PKD-Skip")][0]
     assert stsb.max_length == stsb.teacher.max_length == 128 and stsb.epochs == 3
+
+
+@pytest.mark.parametrize("chapter", NOTEBOOKS, ids=lambda c: c.key)
+def test_checked_cells_hold_no_figures(chapter):
+    """nbval compares the outputs of cells tagged ``nbval-check-output``; CI runs with MPLBACKEND=Agg, where
+    ``plt.show()`` displays nothing, so a tagged cell that shows a figure fails there and nowhere else."""
+    nb = json.loads((ROOT / chapter.notebook).read_text())
+    tagged = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+              and "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
+    with_figures = [i for i in tagged if any("image/png" in o.get("data", {}) for o in nb["cells"][i]["outputs"])]
+    assert tagged and not with_figures, f"{chapter.notebook}: tagged cells {with_figures} show a figure"
