@@ -23,7 +23,7 @@ from .errors import KDLibError, check_choice, choices
 
 
 def _root() -> Path:
-    from .experiment import book_root
+    from .store import book_root
 
     root = book_root()
     if root is None:
@@ -178,32 +178,36 @@ def cmd_build(args) -> int:
 def cmd_results(args) -> int:
     import pandas as pd
 
-    from .experiment import load_record, results_dir
+    from .chapters import CHAPTERS
     from .profiles import PROFILES
+    from .store import BadRecord, iter_records, results_dir
 
     if args.profile:
         check_choice("profile", args.profile, PROFILES)
     base = results_dir()
-    rows = []
-    for path in sorted(base.glob("*/*/*.json")):
-        profile, chapter = path.parent.parent.name, path.parent.name
-        if (args.profile and profile != args.profile) or (args.chapter and chapter != args.chapter):
+    if args.chapter:
+        stored = {p.name for p in base.glob("*/*") if p.is_dir()}
+        check_choice("chapter", args.chapter, sorted(set(CHAPTERS) | stored | {"teachers"}))
+    rows, bad = [], []
+    for path, r in iter_records(args.profile, args.chapter):
+        if isinstance(r, BadRecord):
+            bad.append(str(r))
             continue
-        r = load_record(path)
-        c = r["config"]
-        best = r["best"]
-        metric = next(k for k in best if k not in ("epoch", "step", "train_loss"))
-        rows.append({"profile": profile, "chapter": chapter, "hash": r["hash"], "label": r.get("label", ""),
-                     "task": c["task"], "method": c["method"], "hparams": c["hparams"] or "",
-                     "seed": c["seed"], "n_train": r["n_train"], "dev": f"{metric} {best[metric]:.2f}", "wall_s": r["wall_time_s"],
-                     "device": r["hardware"].get("gpu", "cpu")})
-    if not rows:
+        c, best = r["config"], r["best"]
+        metric = next((k for k in best if k not in ("epoch", "step", "train_loss")), None)
+        rows.append({"profile": path.parent.parent.name, "chapter": path.parent.name, "hash": r["hash"],
+                     "label": r.get("label", ""), "task": c.get("task"), "method": c.get("method"),
+                     "hparams": c.get("hparams") or "", "seed": c.get("seed"), "n_train": r.get("n_train"),
+                     "dev": f"{metric} {best[metric]:.2f}" if metric else "not evaluated",
+                     "wall_s": r.get("wall_time_s"), "device": r.get("hardware", {}).get("gpu", "cpu")})
+    if rows:
+        df = pd.DataFrame(rows)
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
+            print(df.to_string(index=False))
+    else:
         print(f"no result records under {base}" + (f" for profile {args.profile}" if args.profile else ""))
-        return 0
-    df = pd.DataFrame(rows)[["profile", "chapter", "hash", "label", "task", "method", "hparams", "seed",
-                              "n_train", "dev", "wall_s", "device"]]
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
-        print(df.to_string(index=False))
+    for line in bad:
+        print(f"bad record: {line}")
     return 0
 
 

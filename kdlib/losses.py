@@ -21,8 +21,10 @@ from .errors import KDLibError
 
 
 def check_temperature(T: float) -> float:
-    if not T > 0:
-        raise KDLibError(f"temperature T must be > 0, got {T}")
+    import math
+
+    if not (T > 0 and math.isfinite(T)):
+        raise KDLibError(f"temperature T must be a finite number > 0, got {T}")
     return float(T)
 
 
@@ -135,20 +137,20 @@ def check_nonnegative(name: str, value: float) -> float:
 
 
 def pkd_patient(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
-    r"""Sun et al. 2019's patient term over the mapped layers j,
-    :math:`L_{PT} = \sum_j \frac{1}{H}\lVert h_s^j/\lVert h_s^j\rVert_2 - h_t^{I(j)}/\lVert h_t^{I(j)}\rVert_2 \rVert_2^2`,
+    r"""Sun et al. 2019's patient term over the M mapped layers j,
+    :math:`L_{PT} = \frac{1}{M}\sum_j \frac{1}{H}\lVert h_s^j/\lVert h_s^j\rVert_2 - h_t^{I(j)}/\lVert h_t^{I(j)}\rVert_2 \rVert_2^2`,
     batch mean. Inputs have shape (batch, mapped layers, H).
 
-    Normalising makes the term blind to the states' scale. The paper writes the plain squared distance;
-    the official code takes ``F.mse_loss``, a mean over the H hidden units, and its β grid (10 … 1000) is
-    on that scale. We follow the code so that the paper's β values mean the same here: each layer then
-    contributes between 0 and 4/H."""
+    Normalising makes the term blind to the states' scale. The paper writes a plain sum of squared
+    distances; the official code takes ``F.mse_loss`` of the normalised states, a mean over the mapped
+    layers *and* the H hidden units, and its β grid (10 … 1000) is on that scale. We follow the code, so a
+    β here is the code's β: the term lies between 0 and 4/H whatever the number of mapped layers."""
     if student_cls.shape != teacher_cls.shape:
         raise KDLibError(f"student states {tuple(student_cls.shape)} and teacher states "
                          f"{tuple(teacher_cls.shape)} differ in shape; map the layers first")
     s = F.normalize(student_cls, dim=-1)
     t = F.normalize(teacher_cls, dim=-1)
-    return (s - t).pow(2).mean(-1).sum(-1).mean()
+    return (s - t).pow(2).mean(-1).mean(-1).mean()
 
 
 def pkd(student_logits, teacher_logits, labels, student_cls, teacher_cls, T: float = 5.0, alpha: float = 0.5,

@@ -1,18 +1,21 @@
 """Training objectives by name: what an experiment's ``method`` means.
 
 Each objective wraps a loss from :mod:`kdlib.losses` for the training loop. New chapters add methods
-by registering an :class:`~kdlib.train.Objective` subclass here; the loop stays the same.
+by registering an :class:`~kdlib.steps.Objective` subclass here; the loop stays the same. An objective
+declares the teacher quantities it reads (``teacher_quantities``); the runner caches them or runs the
+teacher live (:mod:`kdlib.teachers`).
 """
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
 from . import losses
 from . import mapping as maps
 from .errors import KDLibError, check_choice, choices
-from .train import Objective
+from .steps import Objective
 
 
 class FineTune(Objective):
@@ -35,7 +38,7 @@ class LabelSmoothing(Objective):
 class HintonKD(Objective):
     """(1 − α)·CE + α·T²·KL(teacher_T ‖ student_T) (Hinton et al. 2015)."""
 
-    teacher_outputs = ("logits",)
+    teacher_quantities = ("logits",)
 
     def __init__(self, T: float = 2.0, alpha: float = 0.5):
         self.T = losses.check_temperature(T)
@@ -48,7 +51,7 @@ class HintonKD(Objective):
 class LogitMSE(Objective):
     """(1 − α)·CE + α·‖z_t − z_s‖² (Ba & Caruana 2014; Tang et al. 2019's BiLSTM_SOFT is α = 1)."""
 
-    teacher_outputs = ("logits",)
+    teacher_quantities = ("logits",)
 
     def __init__(self, alpha: float = 1.0):
         self.alpha = losses.check_weight("alpha", alpha)
@@ -64,7 +67,7 @@ class _LayerObjective(Objective):
     """Base for methods that read [CLS] vectors of intermediate layers: the student returns its hidden
     states, and the teacher's come from the cache (``batch["teacher_cls"]``: embeddings + every layer)."""
 
-    teacher_outputs = ("logits", "cls")
+    teacher_quantities = ("logits", "cls")
     student_kwargs = {"output_hidden_states": True}
 
     summarizes_dev = True
@@ -86,9 +89,9 @@ class _LayerObjective(Objective):
         """The teacher layers (numbered as hidden states) whose [CLS] vectors the loss reads."""
         return list(range(1, teacher_depth + 1))
 
-    def teacher_floats(self, cache: dict, student_depth: int) -> int:
-        n_layers, hidden = cache["cls"].shape[1:]
-        return int(cache["logits"][0].numel()) + hidden * len(self.teacher_layers(student_depth, n_layers - 1))
+    def teacher_floats(self, shapes: dict, student_depth: int) -> int:
+        n_layers, hidden = shapes["cls"]
+        return math.prod(shapes["logits"]) + hidden * len(self.teacher_layers(student_depth, n_layers - 1))
 
 
 def _rounded(t: torch.Tensor) -> list:
@@ -187,4 +190,4 @@ def make_objective(method: str, hparams: dict | None = None) -> Objective:
 
 def needs_teacher(method: str) -> bool:
     check_choice("method", method, METHODS)
-    return bool(METHODS[method].teacher_outputs)
+    return bool(METHODS[method].teacher_quantities)

@@ -2,8 +2,8 @@
 
 * ``smoke`` — CI: the real ``minilm-l6`` teacher and students on a small synthetic data set (no data
   needed), one or two epochs; each chapter runs in a couple of minutes on 2 CPU cores.
-* ``cpu`` — a real GLUE task, the real pre-trained ``minilm-l6`` teacher fine-tuned once on the full
-  training set, 2-layer students on the full training set, 3 seeds; sized for a 2-core CPU.
+* ``cpu`` — real GLUE tasks, the real pre-trained ``minilm-l6`` teacher fine-tuned once per task on the full
+  training set, students on the full training set, 3 seeds; sized for a 2-core CPU.
 * ``gpu`` — full training sets, the papers' epochs and learning rates, 5 seeds; ``bert-base-uncased`` as
   the teacher where the hub answers, else ``minilm-l6``.
 """
@@ -17,21 +17,16 @@ from .errors import check_choice
 
 @dataclass(frozen=True)
 class Profile:
+    """What a profile fixes: data, teacher checkpoint, the default student and the seeds. How long each
+    task trains is in the settings table (:mod:`kdlib.settings`), shared by every chapter."""
+
     name: str
     data: str  # "glue" or "synthetic"
     teacher: str  # checkpoint the teacher is fine-tuned from
-    teacher_epochs: float
-    teacher_lr: float
-    teacher_batch_size: int
-    student_layers: tuple  # encoder layers of the pre-trained checkpoint copied into the student
+    student_layers: tuple  # encoder layers of the pre-trained checkpoint copied into the default student
     train_size: int | None  # None: the full training set
     dev_size: int | None  # only for synthetic data
-    epochs: float
-    lr: float
-    batch_size: int
-    max_length: int
     seeds: tuple
-    evals_per_epoch: int
     description: str = ""
 
     @property
@@ -63,24 +58,17 @@ def _gpu() -> Profile:
     else:
         teacher = "bert-base-uncased" if hub_available() else "minilm-l6"
     big = teacher == "bert-base-uncased"
-    return Profile("gpu", "glue", teacher, teacher_epochs=3, teacher_lr=2e-5 if big else 5e-5,
-                   teacher_batch_size=32, student_layers=(0, 1, 2, 3, 4, 5) if big else (0, 1),
-                   train_size=None, dev_size=None, epochs=3, lr=5e-5 if big else 1e-4, batch_size=32,
-                   max_length=128, seeds=(0, 1, 2, 3, 4), evals_per_epoch=4,
+    return Profile("gpu", "glue", teacher, student_layers=(0, 1, 2, 3, 4, 5) if big else (0, 1),
+                   train_size=None, dev_size=None, seeds=(0, 1, 2, 3, 4),
                    description=f"full training sets, paper-like epochs, 5 seeds, teacher {teacher}")
 
 
 PROFILES = {
-    "smoke": lambda: Profile("smoke", "synthetic", "minilm-l6", teacher_epochs=2, teacher_lr=1e-4,
-                             teacher_batch_size=32, student_layers=(0,), train_size=384, dev_size=128,
-                             epochs=3, lr=5e-4, batch_size=32, max_length=32, seeds=(0, 1),
-                             evals_per_epoch=2,
-                             description="synthetic data, minilm-l6 teacher, 1-layer students (CI)"),
-    "cpu": lambda: Profile("cpu", "glue", "minilm-l6", teacher_epochs=1, teacher_lr=5e-5,
-                           teacher_batch_size=32, student_layers=(0, 1), train_size=None, dev_size=None,
-                           epochs=1, lr=1e-4, batch_size=64, max_length=64, seeds=(0, 1, 2),
-                           evals_per_epoch=4,
-                           description="full training set, minilm-l6 teacher, 2-layer students, 3 seeds"),
+    "smoke": lambda: Profile("smoke", "synthetic", "minilm-l6", student_layers=(0,), train_size=384, dev_size=128,
+                             seeds=(0, 1), description="synthetic data, minilm-l6 teacher, 1-layer students (CI)"),
+    "cpu": lambda: Profile("cpu", "glue", "minilm-l6", student_layers=(0, 1), train_size=None, dev_size=None,
+                           seeds=(0, 1, 2), description="full training sets, minilm-l6 teacher, 3 seeds, "
+                           "sized for a 2-core CPU"),
     "gpu": _gpu,
 }
 

@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .data import get_task
-from .experiment import run_all
 
 
 def run_plan(plan: dict, force: bool = False, progress: bool | None = None) -> dict:
     """Run (or load) every experiment of a chapter plan; returns ``{row: [records]}``."""
+    from .runner import run_all  # the one place report reaches the runner: notebooks call this to run plans
+
     flat = [e for exps in plan.values() for e in exps]
     records = iter(run_all(flat, force=force, progress=progress))
     return {row: [next(records) for _ in exps] for row, exps in plan.items()}
@@ -98,13 +99,16 @@ def describe_setting(records: list, width: int | None = 84) -> str:
 
 
 def _model(m: dict) -> str:
-    if m.get("bilstm"):
-        hidden, fc, emb = m["bilstm"]
-        return f"BiLSTM ({hidden} units, FC {fc}, {emb} embeddings)"
-    if m.get("fresh"):
-        return f"fresh BERT L{m['fresh'][0]} H{m['fresh'][1]}"
-    if m.get("layers") is not None:
+    """A stored model config in words (records of every kind of model)."""
+    kind = m.get("kind")
+    if kind == "bilstm":
+        return f"BiLSTM ({m['hidden']} units, FC {m['fc']}, {m['embeddings']} embeddings)"
+    if kind == "fresh_bert":
+        return f"fresh BERT L{m['layers']} H{m['hidden']} A{m['heads']}"
+    if kind == "layer_copy":
         return f"{len(m['layers'])}-layer copy of {m['checkpoint']} (layers {list(m['layers'])})"
+    if kind == "from_run":
+        return f"the weights of run {m['run']['hash'] if 'hash' in m['run'] else '?'}"
     return m["checkpoint"]
 
 

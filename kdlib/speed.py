@@ -57,7 +57,7 @@ def embedding_parameters(model) -> int:
 
 def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, device: str = "cpu",
             force: bool = False, stored_only: bool = False) -> dict | None:
-    """A stored size/speed record for ``models`` (name → :class:`~kdlib.experiment.Experiment` whose
+    """A stored size/speed record for ``models`` (name → :class:`~kdlib.config.Experiment` whose
     architecture is timed) over the whole training set of their task, at ``batch_size`` on ``device``.
 
     Stored at ``results/<profile>/<chapter>/measurements/size_speed-<hash>.json`` with the same provenance as a
@@ -66,7 +66,8 @@ def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, d
     ``stored_only`` returns the stored record or ``None``, never measuring."""
     from .data import encode, get_task
     from .errors import check_choice
-    from .experiment import build_model, measurement, split_data
+    from .runner import build_model, split_data
+    from .store import measurement
     from .models import load_tokenizer, quiet_transformers
 
     check_choice("device", device, ("cpu", "cuda"))
@@ -75,7 +76,7 @@ def measure(chapter: str, models: dict, reference: str, batch_size: int = 512, d
     first = exps[0]
     config = {"task": first.task, "data": first.data, "train_size": first.train_size, "batch_size": batch_size,
               "device": device, "reference": reference,
-              "models": {name: {"model": e.to_dict()["model"], "max_length": e.max_length} for name, e in models.items()}}
+              "models": {name: {"model": e.model.hash_dict(), "max_length": e.max_length} for name, e in models.items()}}
 
     def compute() -> dict:
         if device == "cuda" and not torch.cuda.is_available():

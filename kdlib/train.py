@@ -1,21 +1,19 @@
 """One training loop for fine-tuning and every distillation method in the book.
 
-The loop knows nothing about any method. An :class:`Objective` (see :mod:`kdlib.methods`) says what the
-student's forward pass must return and turns the student's outputs and the batch into a loss; teacher
-outputs arrive *in the batch* (``batch["teacher_logits"]`` ...), looked up from a per-example cache by
-the batch's ``idx``. Objectives may also react to the start of each epoch (a temperature schedule, say).
+The loop knows nothing about any method: a :class:`~kdlib.steps.TrainingStep` does each step (its modules,
+its optimisers), the teacher source (:mod:`kdlib.teachers`) puts the teacher's quantities into the batch,
+and the loop iterates epochs, evaluates on dev when asked, keeps the best or the last state, and saves a
+resumable state after every epoch.
 
-Built on ``accelerate``: device placement, bf16 autocast on a GPU, several GPUs through
-``accelerate launch``. The teacher never runs inside this loop: its outputs are computed once,
-in eval mode under ``no_grad``, and cached on disk (:mod:`kdlib.teacher`).
-
-After every epoch the loop saves a resumable state; a killed run started again continues from the last
-finished epoch. The dev set is evaluated ``evals_per_epoch`` times an epoch and the best point kept.
+Built on ``accelerate``: device placement, bf16 autocast on a GPU, several processes through
+``accelerate launch``, and ``save_state``/``load_state``, which restore every module, optimiser, scheduler
+and RNG, so that a killed run started again continues from its last finished epoch to the same record.
 """
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,47 +25,17 @@ from torch.utils.data import DataLoader, Sampler
 from .data import Encoded, bucketed_batches, collate
 from .errors import KDLibError
 from .metrics import task_metrics
+from .store import atomic_torch_save, atomic_write_text
 
 
 @dataclass
 class TrainArgs:
     epochs: float = 3
-    lr: float = 5e-5
     batch_size: int = 32
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    evals_per_epoch: int = 1
+    evals_per_epoch: int = 1  # 0: no dev evaluation
+    keep: str = "best"  # "best" dev evaluation, or the "last" state
     seed: int = 0
     eval_batch_size: int = 128
-    optimizer: str = "adamw"  # "adadelta": Tang et al.'s AdaDelta (rho 0.95), constant learning rate
-
-
-class Objective:
-    """What one step minimises. Subclasses override :meth:`loss`; the base class is plain fine-tuning."""
-
-    #: keyword arguments for the student's forward pass (e.g. ``{"output_hidden_states": True}``)
-    student_kwargs: dict = {}
-    #: teacher outputs the batch must carry, as keys of the teacher cache (e.g. ``("logits",)``)
-    teacher_outputs: tuple = ()
-
-    def loss(self, student_out, batch) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        """Called before each epoch (0-based)."""
-
-    #: True when :meth:`summarize` wants the student's and the teacher's [CLS] states on the dev set
-    summarizes_dev: bool = False
-
-    def summarize(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> dict:
-        """What to record about the student's dev-set states at the best evaluation (e.g. ALP's attention
-        weights averaged over the dev set). Both have shape (examples, layers + 1, hidden)."""
-        return {}
-
-    def teacher_floats(self, cache: dict, student_depth: int) -> int:
-        """How many cached teacher numbers one training example's loss reads (the cost column)."""
-        return sum(int(cache[k][0].numel()) for k in self.teacher_outputs)
 
 
 class _BucketSampler(Sampler):
@@ -94,14 +62,6 @@ def make_loader(enc: Encoded, batch_size: int, shuffle: bool, seed: int = 0, pad
     return DataLoader(range(len(enc)), batch_sampler=sampler, collate_fn=lambda ix: collate(enc, ix, pad_id))
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed process never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def progress_enabled() -> bool:
     env = os.environ.get("KDLIB_PROGRESS")
     if env is not None:
@@ -109,58 +69,44 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def _optimizer(model, args: TrainArgs):
-    if args.optimizer == "adadelta":  # frozen parameters (a static embedding table) stay out of it
-        return torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad], lr=args.lr, rho=0.95)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:  # fused AdamW is ~6x faster on CPU here (the 30k-row embedding table dominates the step)
-        return torch.optim.AdamW(groups, lr=args.lr, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - older torch or device without fused kernels
-        return torch.optim.AdamW(groups, lr=args.lr)
-
-
 @torch.no_grad()
-def predict(model, loader, accelerator=None, device: str = "cpu", cls_states: bool = False, **forward_kwargs):
+def predict(model, loader, accelerator=None, device: str = "cpu", quantities: tuple = (), **forward_kwargs):
     """Logits for every example of ``loader``'s data, in data order (the loader may sort by length).
 
-    With ``cls_states`` returns ``(logits, cls)`` where ``cls`` holds the [CLS] vector of every hidden state
-    (embeddings and each layer), shape (examples, layers + 1, hidden), in float16 to keep caches small.
-    Eval mode, no gradients; bf16 autocast on a GPU."""
+    With ``quantities`` (names of :data:`kdlib.teachers.QUANTITIES`, e.g. ``("cls",)``) returns
+    ``(logits, {name: tensor})``. Under several processes every returned tensor is gathered, so each process
+    holds every example. Eval mode, no gradients; bf16 autocast on a GPU."""
+    from .teachers import forward_quantities
+
     model.eval()
-    outs, states, order = [], [], []
-    if cls_states:
-        forward_kwargs = {**forward_kwargs, "output_hidden_states": True}
+    names = tuple(q for q in quantities if q != "logits")
+    outs, extra, order = [], {n: [] for n in names}, []
+    dev = accelerator.device if accelerator is not None else torch.device(device)
     for batch in loader:
         idx = batch.pop("idx")
         batch.pop("labels", None)
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        ctx = accelerator.autocast() if accelerator is not None else torch.autocast(
+            device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        with ctx:
+            got = forward_quantities(model, {**batch, **forward_kwargs}, ("logits", *names))
+        parts = (got["logits"], *[got[n] for n in names], idx.to(dev))
         if accelerator is not None:
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with accelerator.autocast():
-                out = model(**batch, **forward_kwargs)
-            logits = out.logits.float()
-            logits, idx = accelerator.gather_for_metrics((logits, idx.to(accelerator.device)))
-        else:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                out = model(**batch, **forward_kwargs)
-            logits = out.logits.float()
-        if cls_states:
-            states.append(torch.stack([h[:, 0] for h in hidden_states(out)], 1).half().cpu())
-        outs.append(logits.cpu())
-        order.append(idx.cpu())
+            parts = accelerator.gather_for_metrics(parts)
+        outs.append(parts[0].cpu())
+        for i, n in enumerate(names):
+            extra[n].append(parts[1 + i].cpu())
+        order.append(parts[-1].cpu())
     order = torch.cat(order)
 
-    def in_order(parts):
-        x = torch.cat(parts)
+    def in_order(chunks):
+        x = torch.cat(chunks)
         result = torch.empty_like(x)
         result[order] = x
         return result
 
-    return (in_order(outs), in_order(states)) if cls_states else in_order(outs)
+    logits = in_order(outs)
+    return (logits, {n: in_order(v) for n, v in extra.items()}) if names else logits
 
 
 def hidden_states(out) -> tuple:
@@ -180,88 +126,111 @@ class TrainResult:
     best_state: dict | None = field(default=None, repr=False)
     wall_time_s: float = 0.0
     best_summary: dict | None = None
+    losses: list = field(default_factory=list)
 
 
-def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Objective, args: TrainArgs,
-          teacher_cache: dict | None = None, state_dir: str | Path | None = None, keep_best: bool = False,
+def _save_state(accelerator, state_dir: Path, epoch: int, loop: dict) -> None:
+    """The state after ``epoch``: accelerate's (modules, optimisers, schedules, RNGs) and the loop's, in a
+    new folder; ``latest`` names it once complete, and older ones are removed."""
+    folder = state_dir / f"epoch-{epoch}"
+    shutil.rmtree(folder, ignore_errors=True)
+    accelerator.save_state(str(folder), safe_serialization=False)
+    atomic_torch_save(loop, folder / "loop.pt")
+    atomic_write_text(state_dir / "latest", folder.name + "\n")
+    for old in state_dir.glob("epoch-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(accelerator, state_dir: Path) -> dict | None:
+    latest = state_dir / "latest"
+    if not latest.is_file():
+        return None
+    folder = state_dir / latest.read_text().strip()
+    if not (folder / "loop.pt").is_file():
+        return None
+    accelerator.load_state(str(folder))
+    return torch.load(folder / "loop.pt", map_location="cpu", weights_only=False)
+
+
+def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: TrainArgs,
+          teacher=None, state_dir: str | Path | None = None, keep_weights: bool = False,
           pad_id: int = 0, progress: bool | None = None, desc: str = "train",
           dev_teacher_cls: torch.Tensor | None = None) -> TrainResult:
-    """Train ``model`` on ``train_enc`` with ``objective``; evaluate on ``dev_enc``; return the history.
+    """Train ``step``'s modules on ``train_enc``; evaluate the student on ``dev_enc`` ``evals_per_epoch`` times
+    an epoch (never if 0); keep the best evaluation's state or the last.
 
-    ``teacher_cache`` maps an output name ("logits", ...) to a tensor with one row per training example.
-    ``state_dir``, if given, holds ``last.pt`` after each epoch so that a killed run resumes.
-    ``dev_teacher_cls`` (the teacher's dev-set [CLS] states) is passed to ``objective.summarize`` with the
-    student's at each evaluation; the summary at the best evaluation is returned.
-    """
+    ``teacher`` (a :class:`~kdlib.teachers.TeacherSource`) fills each batch with the quantities the objective
+    reads. ``state_dir`` holds the resumable state after each epoch. ``dev_teacher_cls`` (the teacher's dev
+    [CLS] states) goes to ``objective.summarize`` with the student's at each evaluation."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
-    if args.epochs <= 0:
+    if not args.epochs or args.epochs <= 0:
         raise KDLibError(f"epochs must be > 0, got {args.epochs}")
-    missing = [k for k in objective.teacher_outputs if not teacher_cache or k not in teacher_cache]
-    if missing:
-        raise KDLibError(f"objective {type(objective).__name__} needs teacher outputs {missing}; none cached")
+    evaluating = bool(args.evals_per_epoch) and dev_enc is not None
+    if args.keep == "best" and not evaluating:
+        raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
+    objective = step.objective
     progress = progress_enabled() if progress is None else progress
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     set_seed(args.seed)
     train_dl = make_loader(train_enc, args.batch_size, True, args.seed, pad_id)
-    dev_dl = make_loader(dev_enc, args.eval_batch_size, False, pad_id=pad_id)
     sampler = train_dl.batch_sampler
-    optimizer = _optimizer(model, args)
     steps_per_epoch = len(train_dl)
     total_epochs = math.ceil(args.epochs)
     total_steps = max(1, int(round(args.epochs * steps_per_epoch)))
-    if args.optimizer == "adadelta":  # AdaDelta adapts its own step sizes: no schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    else:
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl,
-                                                                        scheduler)
+    step.configure(total_steps)
+    step.prepare(accelerator)
+    train_dl = accelerator.prepare(train_dl)
+    dev_dl = accelerator.prepare(make_loader(dev_enc, args.eval_batch_size, False, pad_id=pad_id)) if evaluating else None
+    if teacher is not None:
+        teacher.to(accelerator.device)
     eval_every = max(1, steps_per_epoch // max(1, args.evals_per_epoch))
-    history, best, best_logits, best_state, start_epoch, elapsed = [], None, None, None, 0, 0.0
     summarize = objective.summarizes_dev and dev_teacher_cls is not None
-    best_summary = None
 
-    state_path = Path(state_dir) / "last.pt" if state_dir else None
-    if state_path is not None and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        history, best, start_epoch, elapsed = saved["history"], saved["best"], saved["epoch"] + 1, saved["elapsed"]
-        best_logits, best_state = saved.get("best_logits"), saved.get("best_state")
-        best_summary = saved.get("best_summary")
-        accelerator.print(f"[{desc}] resuming after epoch {start_epoch} from {state_path}")
+    loop = {"history": [], "best": None, "best_logits": None, "best_state": None, "best_summary": None,
+            "epoch": -1, "elapsed": 0.0, "losses": []}
+    state_dir = Path(state_dir) if state_dir else None
+    if state_dir is not None:
+        saved = _load_state(accelerator, state_dir)
+        if saved is not None:
+            loop = saved
+            accelerator.print(f"[{desc}] resuming after epoch {loop['epoch'] + 1} from {state_dir}")
 
-    def evaluate(epoch_pos: float, step: int, train_loss: float):
-        nonlocal best, best_logits, best_state, best_summary
-        if summarize:
-            logits, cls = predict(model, dev_dl, accelerator, cls_states=True, **objective.student_kwargs)
-        else:
-            logits = predict(model, dev_dl, accelerator, **objective.student_kwargs)
-        scores = task_metrics(task, logits.numpy(), dev_enc.labels)
-        point = {"epoch": round(epoch_pos, 4), "step": step, "train_loss": round(train_loss, 6), **scores}
-        history.append(point)
-        main = next(iter(scores))
-        if best is None or scores[main] > best[main]:
-            best, best_logits = dict(point), logits
+    def kept_weights():
+        return {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(step.student).state_dict().items()}
+
+    def evaluate(epoch_pos: float, gstep: int, train_loss: float, at_end: bool):
+        point = {"epoch": round(epoch_pos, 4), "step": gstep, "train_loss": round(train_loss, 6)}
+        logits = cls = None
+        if evaluating:
             if summarize:
-                best_summary = objective.summarize(cls.float(), dev_teacher_cls.float())
-            if keep_best:
-                best_state = {k: v.detach().cpu().clone()
-                              for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        model.train()
+                logits, got = predict(step.student, dev_dl, accelerator, quantities=("cls",), **objective.student_kwargs)
+                cls = got["cls"]
+            else:
+                logits = predict(step.student, dev_dl, accelerator, **objective.student_kwargs)
+            point.update(task_metrics(task, logits.numpy(), dev_enc.labels))
+        loop["history"].append(point)
+        main = next((k for k in point if k not in ("epoch", "step", "train_loss")), None)
+        better = loop["best"] is None or (main is not None and point[main] > loop["best"][main])
+        if (args.keep == "best" and better) or (args.keep == "last" and at_end):
+            loop["best"], loop["best_logits"] = dict(point), logits
+            if summarize:
+                loop["best_summary"] = objective.summarize(cls.float(), dev_teacher_cls.float())
+            if keep_weights:
+                loop["best_state"] = kept_weights()
+        step.train(True)
 
     t0 = time.perf_counter()
+    start_epoch = loop["epoch"] + 1
     global_step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, total_epochs):
         objective.on_epoch_start(epoch, total_epochs)
         # the prepared loader re-sets its sampler's epoch from its own counter on every pass: set that
         getattr(train_dl, "set_epoch", sampler.set_epoch)(epoch)
-        model.train()
+        step.train(True)
         last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         running, count = 0.0, 0
         bar = tqdm(total=last_step, desc=f"{desc} epoch {epoch + 1}/{total_epochs}", disable=not progress,
@@ -270,33 +239,28 @@ def train(model, train_enc: Encoded, dev_enc: Encoded, task: str, objective: Obj
             if i >= last_step:
                 break
             idx = batch.pop("idx")
-            for key in objective.teacher_outputs:
-                batch[f"teacher_{key}"] = teacher_cache[key][idx.cpu()].to(accelerator.device).float()
-            inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-            with accelerator.autocast():
-                out = model(**inputs, **objective.student_kwargs)
-                loss = objective.loss(out, batch)
-            accelerator.backward(loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if teacher is not None:
+                teacher.fill(batch, idx, accelerator.device)
+            shown = step.step(batch, accelerator)
+            main_loss = next(iter(shown.values()))
             global_step += 1
-            running += loss.item()
+            running += main_loss
             count += 1
             bar.update(1)
             if count % 20 == 0:
-                bar.set_postfix(loss=f"{running / count:.4f}")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
             at_end = i + 1 == last_step
             if at_end or ((i + 1) % eval_every == 0 and (i + 1) // eval_every < args.evals_per_epoch):
-                evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1))
+                loop["losses"].append({"step": global_step, **{k: round(v, 6) for k, v in shown.items()}})
+                final = at_end and epoch == total_epochs - 1
+                if evaluating or final:
+                    evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1), final)
         bar.close()
-        if state_path is not None:
-            atomic_torch_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
-                        "history": history, "best": best, "best_logits": best_logits, "best_state": best_state,
-                        "best_summary": best_summary,
-                        "elapsed": elapsed + time.perf_counter() - t0}, state_path)
-    wall = elapsed + time.perf_counter() - t0
-    return TrainResult(history, best, best_logits, best_state, wall, best_summary)
+        loop["epoch"] = epoch
+        if state_dir is not None:
+            loop["elapsed"] = loop["elapsed"] + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _save_state(accelerator, state_dir, epoch, loop)
+    wall = loop["elapsed"] + time.perf_counter() - t0
+    return TrainResult(loop["history"], loop["best"], loop["best_logits"], loop["best_state"], wall,
+                       loop["best_summary"], loop["losses"])

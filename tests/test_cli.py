@@ -55,10 +55,11 @@ def test_unknown_plan_row(capsys):
 
 
 def test_results_lists_records(store, capsys):
-    from kdlib.experiment import atomic_write_text
+    from kdlib.store import atomic_write_text
 
     rec = {"hash": "abc", "label": "x", "config": {"task": "sst2", "method": "kd", "hparams": {"T": 2}, "seed": 1},
            "best": {"epoch": 1.0, "step": 3, "train_loss": 0.1, "accuracy": 88.5}, "n_train": 10,
+           "history": [], "dev_logits": [],
            "wall_time_s": 1.0, "hardware": {}}
     atomic_write_text(store / "results" / "cpu" / "hinton" / "abc.json", json.dumps(rec))
     assert main(["results", "--profile", "cpu"]) == 0

@@ -118,7 +118,7 @@ def test_conventions_relations():
 
 @pytest.mark.parametrize("T", [0, -1, -0.5])
 def test_bad_temperature(T):
-    with pytest.raises(KDLibError, match=rf"temperature T must be > 0, got {T}"):
+    with pytest.raises(KDLibError, match=rf"temperature T must be a finite number > 0, got {T}"):
         losses.kd_kl(S_ZERO, T_LOG, T)
 
 

@@ -34,6 +34,8 @@ def test_changed_stored_metric_makes_nbval_fail(tmp_path):
     profile = _committed_profile(CH1)
     if profile is None:
         pytest.skip("chapter 1 is not committed with executed outputs")
+    if not CHAPTERS["hinton"].current:
+        pytest.skip("chapter 1 shows records of an older kdlib and is being re-made (nbval skips it)")
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results", results)
     nb = tmp_path / CH1.name
@@ -42,11 +44,11 @@ def test_changed_stored_metric_makes_nbval_fail(tmp_path):
     assert ok.returncode == 0, ok.stdout[-3000:]
 
     from kdlib.chapters import chapter_plan
-    from kdlib.experiment import record_path
+    from kdlib.store import stored_path
 
     os.environ["KDLIB_RESULTS_DIR"] = str(results)
     try:
-        path = record_path(chapter_plan("hinton", profile)["student, labels only"][0])
+        path = stored_path(chapter_plan("hinton", profile)["student, labels only"][0])
     finally:
         del os.environ["KDLIB_RESULTS_DIR"]
     rec = json.loads(path.read_text())

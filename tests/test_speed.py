@@ -4,7 +4,7 @@ import pytest
 
 import kdlib.speed as sp
 from kdlib import KDLibError
-from kdlib.experiment import Experiment, ModelSpec
+from kdlib.config import BiLSTM, Experiment, FreshBert
 from kdlib.bilstm import BiLSTMClassifier
 from kdlib.data import encode, synthetic_task
 from kdlib.models import fresh_student, load_tokenizer
@@ -26,8 +26,8 @@ def test_size_speed_rows_and_ratios():
 def _models():
     base = dict(chapter="test", profile="smoke", task="sst2", method="finetune", data="synthetic", train_size=48,
                 dev_size=16, max_length=24)
-    return {"bert": Experiment(model=ModelSpec("minilm-l6", fresh=(1, 32, 2)), **base),
-            "bilstm": Experiment(model=ModelSpec("minilm-l6", bilstm=(8, 8, "random")), **base)}
+    return {"bert": Experiment(model=FreshBert("minilm-l6", 1, 32, 2), **base),
+            "bilstm": Experiment(model=BiLSTM("minilm-l6", 8, 8, "random"), **base)}
 
 
 def test_measure_stores_a_record_and_reloads_it(store, monkeypatch):

@@ -9,40 +9,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import settings
+from ..config import Experiment, LayerCopy, Pretrained
 from ..errors import KDLibError, check_choice
-from ..experiment import Experiment, ModelSpec
 from ..profiles import Profile, get_profile
 
 TEACHERS = "teachers"  # records of fine-tuned teachers, shared by every chapter
 
 
 def teacher(profile: Profile, task: str, train_size: int | None = None, epochs: float | None = None,
-            label: str = "teacher", max_length: int | None = None) -> Experiment:
-    """The profile's teacher: its checkpoint fine-tuned on ``task`` (once, reused by every chapter)."""
+            label: str = "teacher") -> Experiment:
+    """The profile's teacher: its checkpoint fine-tuned on ``task`` with the settings table's teacher row
+    (once, reused by every chapter)."""
+    s = settings.get(profile, task, "teacher")
     return Experiment(chapter=TEACHERS, profile=profile.name, task=task, method="finetune",
-                      model=ModelSpec(profile.teacher), data=profile.data,
+                      model=Pretrained(profile.teacher), data=profile.data,
                       train_size=profile.train_size if train_size is None else train_size,
-                      dev_size=profile.dev_size, epochs=profile.teacher_epochs if epochs is None else epochs,
-                      lr=profile.teacher_lr, batch_size=profile.teacher_batch_size,
-                      max_length=max_length or profile.max_length, seed=0,
-                      evals_per_epoch=profile.evals_per_epoch, label=label, keep_model=True)
+                      dev_size=profile.dev_size, epochs=s.epochs if epochs is None else epochs, lr=s.lr,
+                      batch_size=s.batch_size, max_length=s.max_length, seed=0,
+                      evals_per_epoch=s.evals_per_epoch, label=label, keep_model=True)
 
 
 def student(profile: Profile, chapter: str, task: str, method: str, seed: int, teacher_exp=None,
-            label: str = "", **hparams) -> Experiment:
-    """The profile's student (a copy of the first layers of the pre-trained checkpoint) trained by ``method``."""
+            label: str = "", layers: tuple | None = None, **hparams) -> Experiment:
+    """A copy of the first layers of the pre-trained checkpoint (the profile's default depth unless
+    ``layers`` is given) trained by ``method`` with the settings table's student row for ``task``."""
+    s = settings.get(profile, task, "student")
+    layers = tuple(profile.student_layers if layers is None else layers)
     return Experiment(chapter=chapter, profile=profile.name, task=task, method=method,
-                      model=ModelSpec(profile.teacher, layers=tuple(profile.student_layers)),
-                      teacher=teacher_exp, hparams=hparams, data=profile.data, train_size=profile.train_size,
-                      dev_size=profile.dev_size, epochs=profile.epochs, lr=profile.lr,
-                      batch_size=profile.batch_size, max_length=profile.max_length, seed=seed,
-                      evals_per_epoch=profile.evals_per_epoch, label=label or method)
+                      model=LayerCopy(profile.teacher, layers), teacher=teacher_exp, hparams=hparams,
+                      data=profile.data, train_size=profile.train_size, dev_size=profile.dev_size,
+                      epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, max_length=s.max_length, seed=seed,
+                      evals_per_epoch=s.evals_per_epoch, label=label or method)
 
 
 def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=None, label: str = "",
-          n: int | None = None, **hparams) -> list:
+          n: int | None = None, layers: tuple | None = None, **hparams) -> list:
     """One experiment per seed of the profile (the first ``n`` seeds if given)."""
-    return [student(profile, chapter, task, method, s, teacher_exp, label, **hparams)
+    return [student(profile, chapter, task, method, s, teacher_exp, label, layers, **hparams)
             for s in profile.seeds[:n]]
 
 
@@ -58,6 +62,9 @@ class Chapter:
     notebook: str  # path from the book root
     title: str
     module: str | None = None
+    #: False while the committed notebook shows records of an older kdlib that its plan no longer names
+    #: (kdlib 0.1's unseeded heads): nbval does not re-execute it until its records are re-made
+    current: bool = True
 
     def _attr(self, name: str):
         if self.module is None:
@@ -77,10 +84,10 @@ class Chapter:
 
 CHAPTERS = {
     "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
-    "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton"),
-    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
-    "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd"),
-    "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp"),
+    "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton", current=False),
+    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm", current=False),
+    "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd", current=False),
+    "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
 }
 
 
@@ -91,7 +98,7 @@ def in_book(root=None) -> list:
 
     import yaml
 
-    from ..experiment import book_root
+    from ..store import book_root
 
     root = Path(root) if root else book_root()
     toc = yaml.safe_load((root / "_toc.yml").read_text())

@@ -14,30 +14,29 @@ PKD-Last. One ablation row (first seed, SST-2, the smaller student) drops the 1/
 from __future__ import annotations
 
 from ..profiles import Profile
-from . import pkd
+from . import layerwise, pkd
 
 CHAPTER = "alp"
-T, BETA, ETA, LAM = pkd.T, 1 - pkd.ALPHA, pkd.ALPHA, 10.0
+T, BETA, ETA, LAM = pkd.T, 1 - pkd.ALPHA, pkd.ALPHA, layerwise.ALP_LAM
 
 
 def alp_rows(profile: Profile, task: str, depth: int) -> dict:
-    return {pkd.row(task, depth, "ALP-KD"): pkd.seeds_of(profile, task, depth, "alp", "ALP", chapter=CHAPTER,
-                                                         T=T, beta=BETA, eta=ETA, lam=LAM)}
+    return {pkd.row(task, depth, "ALP-KD"): layerwise.seeds_of(profile, CHAPTER, task, depth, "alp", "ALP",
+                                                               T=T, beta=BETA, eta=ETA, lam=LAM)}
 
 
 def plan(profile: Profile) -> dict:
     s = pkd.setting(profile)
     rows = {}
     for task in s.tasks:
-        rows[f"{task} · teacher"] = [pkd.task_teacher(profile, task)]
+        rows[f"{task} · teacher"] = [layerwise.task_teacher(profile, task)]
         for depth in s.depths:
             rows.update(pkd.kd_rows(profile, task, depth))
             rows.update(pkd.pkd_rows(profile, task, depth))
             rows.update(alp_rows(profile, task, depth))
     main, small = pkd.tasks(profile)[0], s.depths[-1]
-    rows[f"ablation: {main} · {small} layers · ALP-KD without 1/√d"] = pkd.seeds_of(
-        profile, main, small, "alp", "ALP unscaled", n=1, chapter=CHAPTER, T=T, beta=BETA, eta=ETA, lam=LAM,
-        scaled=False)
+    rows[f"ablation: {main} · {small} layers · ALP-KD without 1/√d"] = layerwise.seeds_of(
+        profile, CHAPTER, main, small, "alp", "ALP unscaled", n=1, T=T, beta=BETA, eta=ETA, lam=LAM, scaled=False)
     return rows
 
 
@@ -64,7 +63,7 @@ NAMES = pkd.NAMES + ["ALP-KD"]
 
 
 def table(results: dict, profile: Profile, task: str, metric: str | None = None):
-    return pkd.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric)
+    return layerwise.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric)
 
 
 def gain_over_pkd(results: dict, profile: Profile, metric: str | None = None):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..experiment import Experiment, ModelSpec
+from .. import settings
+from ..config import BiLSTM, Experiment, TangAugment
 from ..profiles import Profile
 from . import teacher
 
@@ -36,21 +37,19 @@ class Setting:
     ablation_n_iter: int  # ... in the ablation block (cheaper on a CPU)
     pair_epochs: float
     pair_n_iter: int
-    pair_max_length: int
-    pair_teacher_epochs: float | None  # None: the profile's teacher epochs
     ablation_seeds: int  # seeds of the single-operation ablation rows
 
 
 SETTINGS = {
     "smoke": Setting(hidden=32, fc=32, batch_size=32, epochs=8, n_iter=2, ablation_n_iter=1, pair_epochs=8,
-                     pair_n_iter=2, pair_max_length=32, pair_teacher_epochs=None, ablation_seeds=1),
+                     pair_n_iter=2, ablation_seeds=1),
     # sized for 2 CPU cores: a static embedding table (AdaDelta on the 11.7M-entry table would triple a
     # step), 2 augmented samples per SST-2 example instead of 20, the ablations at 1 sample and one seed
     "cpu": Setting(hidden=150, fc=200, batch_size=50, epochs=2, n_iter=2, ablation_n_iter=1, pair_epochs=6,
-                   pair_n_iter=10, pair_max_length=128, pair_teacher_epochs=3, ablation_seeds=1),
+                   pair_n_iter=10, ablation_seeds=1),
     # the paper's settings: 300/400 units, 20 (single) and 10 (pair) samples per example
     "gpu": Setting(hidden=300, fc=400, batch_size=50, epochs=10, n_iter=20, ablation_n_iter=5, pair_epochs=10,
-                   pair_n_iter=10, pair_max_length=128, pair_teacher_epochs=None, ablation_seeds=3),
+                   pair_n_iter=10, ablation_seeds=3),
 }
 
 
@@ -58,27 +57,28 @@ def setting(profile: Profile) -> Setting:
     return SETTINGS[profile.name]
 
 
-def augment(n_iter: int, p_mask: float = P_MASK, p_pos: float = P_POS, p_ng: float = P_NG) -> tuple:
-    return (p_mask, p_pos, p_ng, n_iter)
+def augment(n_iter: int, p_mask: float = P_MASK, p_pos: float = P_POS, p_ng: float = P_NG) -> TangAugment:
+    return TangAugment(p_mask, p_pos, p_ng, n_iter)
 
 
 def pair_teacher(profile: Profile) -> Experiment:
-    s = setting(profile)
-    return teacher(profile, PAIR_TASK, epochs=s.pair_teacher_epochs, max_length=s.pair_max_length)
+    return teacher(profile, PAIR_TASK)
 
 
 def bilstm(profile: Profile, task: str, method: str, seed: int, teacher_exp: Experiment | None = None,
-           label: str = "", augment: tuple | None = None, embeddings: str = "static", **hparams) -> Experiment:
-    """The BiLSTM student trained by ``method`` (AdaDelta, lr 1.0) on ``task``."""
-    s = setting(profile)
+           label: str = "", augment: TangAugment | None = None, embeddings: str = "static",
+           **hparams) -> Experiment:
+    """The BiLSTM student trained by ``method`` (AdaDelta, lr 1.0, this chapter's epochs and batch) on
+    ``task``, at the settings table's maximum length for the task."""
+    s, table = setting(profile), settings.get(profile, task, "student")
     pair = task != TASK
     return Experiment(chapter=CHAPTER, profile=profile.name, task=task, method=method,
-                      model=ModelSpec(profile.teacher, bilstm=(s.hidden, s.fc, embeddings)), teacher=teacher_exp,
+                      model=BiLSTM(profile.teacher, s.hidden, s.fc, embeddings), teacher=teacher_exp,
                       hparams=hparams, data=profile.data, train_size=profile.train_size,
                       dev_size=profile.dev_size, epochs=s.pair_epochs if pair else s.epochs, lr=1.0,
-                      batch_size=s.batch_size, max_length=s.pair_max_length if pair else profile.max_length,
-                      seed=seed, evals_per_epoch=profile.evals_per_epoch, warmup_ratio=0.0, weight_decay=0.0,
-                      optimizer="adadelta", augment=augment, label=label or method)
+                      batch_size=s.batch_size, max_length=table.max_length, seed=seed, evals_per_epoch=4,
+                      warmup_ratio=0.0, weight_decay=0.0, optimizer="adadelta", augment=augment,
+                      label=label or method)
 
 
 def _seeds(profile, *args, n=None, **kwargs):

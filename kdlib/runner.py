@@ -1,0 +1,343 @@
+"""From a config to a record: build what the run needs, train, store.
+
+:func:`run` returns an experiment's result record: loaded when stored (from any chapter's folder), else
+made — its data, its teacher (made first if need be, nested), its model (every weight drawn under the
+run's seed), its objective and training step — trained, and written atomically with its provenance.
+
+* ``force=True`` trains again; ``KDLIB_RECOMPUTE=1`` trains every run again *once per command*: a teacher
+  that three students share is re-trained once, and the students read its new outputs (a teacher-output
+  cache is keyed by the weights that made it).
+* Making a run takes a lock on its hash: a second process that needs the same run (a shared teacher)
+  waits, then reads the record and weights the first one wrote.
+* A run whose weights another run needs (a teacher; the start of a :class:`~kdlib.config.FromRun`) keeps
+  them in the cache folder, with a fingerprint that keys the caches made from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, Pretrained, seed_for
+from .data import TaskData, encode, get_task, load_task, synthetic_task
+from .errors import KDLibError
+from .methods import make_objective
+from .metrics import agreement
+from .models import count_parameters, fresh_student, load_classifier, load_tokenizer, quiet_transformers, \
+    student_from_teacher
+from .steps import OptimArgs
+from .store import (RECORD_FIELDS, atomic_write_text, cache_dir, check_writable, load_record, locked, provenance,
+                    recompute_requested, record_path, results_dir, stored_path)
+from .teachers import CachedTeacher, LiveTeacher, TeacherSource, cached_outputs, split_quantities, write_fingerprint
+from .train import TrainArgs, make_loader, progress_enabled, train
+
+#: hashes trained again in this process under KDLIB_RECOMPUTE: each run is re-made once per command
+_recomputed: set = set()
+
+
+def model_dir(exp: Experiment) -> Path:
+    return cache_dir() / "models" / exp.hash
+
+
+def _has_weights(exp: Experiment) -> bool:
+    return (model_dir(exp) / "kdlib.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+def split_data(exp: Experiment, split: str) -> TaskData:
+    size = exp.train_size if split == "train" else exp.dev_size
+    if exp.data == "synthetic":
+        if size is None:
+            raise KDLibError(f"synthetic data needs a {split} size")
+        return synthetic_task(exp.task, split, size, seed=exp.subset_seed)
+    data = load_task(exp.task, split)
+    return data.subset(size, exp.subset_seed) if split == "train" else data
+
+
+def augmented(exp: Experiment, data: TaskData) -> TaskData:
+    """The augmentations of ``data`` (new examples only) that ``exp.augment`` names, cached on disk."""
+    key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
+               "subset_seed": exp.subset_seed, "augment": exp.augment.hash_dict()}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "augmented" / f"{key}.json"
+    with locked(path, "the augmented transfer set"):
+        if path.is_file():
+            return TaskData(**json.loads(path.read_text()))
+        extra = exp.augment.make(seed=exp.subset_seed).augment(data)
+        atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
+    return extra
+
+
+def concat(a: TaskData, b: TaskData) -> TaskData:
+    both = None if a.text_b is None else a.text_b + b.text_b
+    return TaskData(a.task, f"{a.split}+{b.split}", a.text_a + b.text_a, both, a.labels + b.labels, a.source)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------
+def build_model(exp: Experiment, num_labels: int, tokenizer=None):
+    """The network ``exp`` starts from. Every weight not copied from a checkpoint or a run is drawn under
+    the run's seed, whatever ran before in this process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_for(exp.seed, "init"))
+        return _build(exp.model, exp, num_labels, tokenizer)
+
+
+def _build(spec, exp: Experiment, num_labels: int, tokenizer):
+    if isinstance(spec, Pretrained):
+        return load_classifier(spec.checkpoint, num_labels)
+    if isinstance(spec, LayerCopy):
+        return student_from_teacher(spec.checkpoint, spec.layers, num_labels)
+    if isinstance(spec, FreshBert):
+        tokenizer = tokenizer or load_tokenizer(spec.checkpoint)
+        return fresh_student(len(tokenizer), num_labels, spec.layers, spec.hidden, spec.heads, spec.intermediate)
+    if isinstance(spec, BiLSTM):
+        from .bilstm import BiLSTMClassifier
+
+        tokenizer = tokenizer or load_tokenizer(spec.checkpoint)
+        table = None
+        if spec.embeddings != "random":
+            with torch.random.fork_rng(devices=[]):  # the throw-away head of this load draws nothing of ours
+                table = load_classifier(spec.checkpoint, num_labels).get_input_embeddings().weight.detach().clone()
+        model = BiLSTMClassifier(len(tokenizer), num_labels, embed_dim=300 if table is None else table.size(1),
+                                 hidden=spec.hidden, fc=spec.fc, pair=get_task(exp.task).is_pair,
+                                 padding_idx=tokenizer.pad_token_id or 0, embeddings=table)
+        model.embed.weight.requires_grad_(spec.embeddings != "static")
+        return model
+    if isinstance(spec, FromRun):
+        return load_run_weights(spec.run, num_labels)
+    raise KDLibError(f"unknown model kind {type(spec).__name__}")  # pragma: no cover - config validates
+
+
+def trained_weights(exp: Experiment, progress: bool | None = None) -> Path:
+    """The folder holding ``exp``'s kept weights, training it first if they are not cached."""
+    if not _has_weights(exp) or (recompute_requested() and exp.hash not in _recomputed):
+        run(exp, keep_model=True, progress=progress, _need_weights=True)
+    return model_dir(exp)
+
+
+def load_run_weights(exp: Experiment, num_labels: int | None = None):
+    """``exp``'s architecture with its kept weights. A head for another label count is drawn fresh, from the
+    caller's random state (a run that starts from this one draws it under its own seed)."""
+    from safetensors.torch import load_file
+
+    folder = trained_weights(exp)
+    n = num_labels or get_task(exp.task).num_labels
+    model = _build(exp.model, exp, n, None)
+    state = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    dropped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if any("classifier" not in k for k in dropped):
+        raise KDLibError(f"the weights of run {exp.hash} do not fit its architecture ({dropped[0]}); "
+                         "delete them from the cache to have them made again")
+    model.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=not dropped)
+    return model
+
+
+def save_weights(exp: Experiment, model, tokenizer) -> None:
+    from safetensors.torch import save_file
+
+    folder = model_dir(exp)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    if hasattr(model, "config"):
+        model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_fingerprint(folder)
+    atomic_write_text(folder / "kdlib.json", json.dumps({"hash": exp.hash, "config": exp.to_dict()}, indent=1))
+
+
+def teacher_model(teacher: Experiment, progress: bool | None = None):
+    """The trained teacher (made first if its weights are not cached), frozen, in eval mode."""
+    quiet_transformers()
+    trained_weights(teacher, progress)
+    with torch.random.fork_rng(devices=[]):  # loading draws a throw-away head: no caller's draw moves
+        model = load_run_weights(teacher)
+    return model.eval()
+
+
+def teacher_source(exp: Experiment, objective, train_data: TaskData, extra: TaskData | None,
+                   progress: bool | None = None) -> tuple:
+    """``(source, dev_cls)``: the teacher quantities the objective declares, cached where small, live
+    otherwise; and the teacher's dev [CLS] states if the objective summarises them."""
+    t = exp.teacher
+    folder = trained_weights(t, progress)
+    cached_names, live_names = split_quantities(objective.teacher_quantities)
+    tok = load_tokenizer(t.model.checkpoint)
+
+    def outputs(data: TaskData, names) -> dict:
+        key = {"task": data.task, "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
+               "subset_seed": exp.subset_seed, "max_length": exp.max_length,
+               "augment": exp.augment.hash_dict() if data.split.endswith("+tang") and exp.augment else None}
+        return cached_outputs(lambda: teacher_model(t, progress), folder, key,
+                              lambda: make_loader(encode(tok, data, exp.max_length), 256, False,
+                                                  pad_id=tok.pad_token_id or 0), names)
+
+    cached = None
+    if cached_names:
+        tensors = outputs(train_data, cached_names)
+        if extra is not None:
+            more = outputs(extra, cached_names)
+            tensors = {k: torch.cat([tensors[k], more[k]]) for k in tensors}
+        cached = CachedTeacher(tensors)
+    live = LiveTeacher(teacher_model(t, progress), live_names) if live_names else None
+    dev_cls = None
+    if objective.summarizes_dev:
+        dev_cls = outputs(split_data(exp, "dev"), ("cls",))["cls"]
+    return TeacherSource(cached, live), dev_cls
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------------
+def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress: bool | None = None,
+        _need_weights: bool = False) -> dict:
+    """The result record of ``exp``: loaded if stored, else computed, stored and returned."""
+    keep_model = keep_model or exp.keep_model
+
+    def stored():
+        redo = force or (recompute_requested() and exp.hash not in _recomputed)
+        path = None if redo else stored_path(exp)
+        if path is None or (_need_weights and not _has_weights(exp)):
+            return None
+        return load_record(path, RECORD_FIELDS)
+
+    rec = stored()
+    if rec is not None:
+        return rec
+    check_writable(results_dir(), "results")
+    check_writable(cache_dir(), "cache")
+    with locked(cache_dir() / "runs" / f"{exp.hash}", f"run {exp.hash} ({exp.label or exp.method})"):
+        rec = None if force else stored()  # made by another process while this one waited
+        if rec is None:
+            if _need_weights and stored_path(exp) is not None:
+                print(f"[kdlib] weights of {exp.label or exp.method} {exp.hash} not cached: training it again "
+                      "(its stored record will be replaced)", flush=True)
+            rec = _make(exp, keep_model, progress)
+            if recompute_requested():
+                _recomputed.add(exp.hash)
+    return rec
+
+
+def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
+    spec = get_task(exp.task)
+    train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
+    extra = augmented(exp, train_data) if exp.augment is not None else None
+    objective = make_objective(exp.method, exp.hp)
+    teacher_rec, source, dev_cls = None, None, None
+    if exp.teacher is not None and objective.teacher_quantities:
+        teacher_rec = run(exp.teacher, progress=progress)
+        source, dev_cls = teacher_source(exp, objective, train_data, extra, progress)
+    if extra is not None:
+        train_data = concat(train_data, extra)
+    tok = load_tokenizer(exp.model.checkpoint)
+    train_enc = encode(tok, train_data, exp.max_length)
+    dev_enc = encode(tok, dev_data, exp.max_length)
+    model = build_model(exp, spec.num_labels, tok)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_for(exp.seed, "modules"))
+        extra_modules = objective.build_modules(model, None if exp.teacher is None else _teacher_config(exp.teacher))
+    if extra_modules:
+        objective.modules = torch.nn.ModuleDict(extra_modules)
+    step = objective.make_step(model, OptimArgs(lr=exp.lr, weight_decay=exp.weight_decay,
+                                                warmup_ratio=exp.warmup_ratio, optimizer=exp.optimizer))
+    step.teacher = source
+    args = TrainArgs(epochs=exp.epochs, batch_size=exp.batch_size, evals_per_epoch=exp.evals_per_epoch,
+                     keep=exp.keep, seed=exp.seed)
+    state_dir = cache_dir() / "runs" / exp.hash / "state"
+    result = train(step, train_enc, dev_enc, exp.task, args, teacher=source, state_dir=state_dir,
+                   keep_weights=keep_model, pad_id=tok.pad_token_id or 0, progress=progress,
+                   desc=exp.label or exp.method, dev_teacher_cls=dev_cls)
+    logits = result.best_dev_logits
+    record = {
+        "schema": 2,
+        "hash": exp.hash,
+        "label": exp.label,
+        "config": exp.to_dict(),
+        "best": result.best,
+        "history": result.history,
+        "losses": result.losses,
+        "dev_logits": [] if logits is None else [[round(float(x), 4) for x in row] for row in logits.tolist()],
+        "n_train": len(train_data),
+        "n_dev": len(dev_data),
+        "student_params": count_parameters(model),
+        "trainable_modules": {n: count_parameters(m) for n, m in (extra_modules or {}).items()},
+        "teacher": None if teacher_rec is None else {
+            "hash": teacher_rec["hash"], "best": teacher_rec["best"],
+            "agreement": _agreement(logits, teacher_rec, spec.is_regression)},
+        "teacher_source": None if source is None else {
+            "cached": list(source.cached.names) if source.cached else [],
+            "live": list(source.live.names) if source.live else []},
+        "wall_time_s": round(result.wall_time_s, 1),
+        "teacher_floats_per_example": None if source is None or source.cached is None else objective.teacher_floats(
+            {k: tuple(v.shape[1:]) for k, v in source.cached.tensors.items()},
+            getattr(getattr(model, "config", None), "num_hidden_layers", 0)),
+        "summary": result.best_summary,
+        **provenance(),
+    }
+    text = json.dumps(record, indent=1) + "\n"
+    if _is_main_process():  # under `accelerate launch` only one process writes
+        if keep_model:
+            model.load_state_dict(result.best_state)
+            save_weights(exp, model, tok)
+        atomic_write_text(record_path(exp), text)
+        _clean_state(cache_dir() / "runs" / exp.hash / "state")
+    return json.loads(text)  # exactly what a later load returns
+
+
+def _teacher_config(teacher: Experiment):
+    folder = model_dir(teacher)
+    if (folder / "config.json").is_file():
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(folder)
+    return None
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _agreement(student_logits, teacher_rec: dict, regression: bool) -> float | None:
+    """How often the student's dev prediction equals the teacher's (percent)."""
+    if regression or student_logits is None or not teacher_rec.get("dev_logits"):
+        return None
+    return round(agreement(student_logits.numpy(), teacher_rec["dev_logits"]), 2)
+
+
+def _clean_state(state_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def run_all(experiments, force: bool = False, progress: bool | None = None) -> list:
+    """Run (or load) each experiment in turn; returns their records in the same order."""
+    from tqdm import tqdm
+
+    todo = [e for e in experiments if force or (recompute_requested() and e.hash not in _recomputed)
+            or stored_path(e) is None]
+    records = []
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(total=len(todo), desc="experiments", disable=not todo or not show, leave=False)
+    for exp in experiments:
+        fresh = exp in todo
+        records.append(run(exp, force=force, progress=progress))
+        if fresh:
+            bar.update(1)
+            best = records[-1]["best"]
+            main = get_task(exp.task).main_metric
+            score = f"dev {main} {best[main]:.2f} (epoch {best['epoch']})" if main in best else "no dev evaluation"
+            print(f"[kdlib] {exp.chapter}/{exp.label or exp.method} seed {exp.seed}: {score}, "
+                  f"{records[-1]['wall_time_s']:.0f} s")
+    bar.close()
+    return records

@@ -1,0 +1,184 @@
+"""What one training step does: the objective, the modules it trains and the players that optimise them.
+
+The training loop (:mod:`kdlib.train`) knows no method. It asks the objective for a :class:`TrainingStep`,
+which owns
+
+* the *modules* it trains: the student, and whatever the objective adds (a projection from the student's
+  width to the teacher's, an MLM generator), each built under the run's seed;
+* its *players*: one or more optimisers, each with its parameters, its learning-rate schedule and its
+  gradient clipping;
+* ``step(batch)``: the forward passes, losses, backward passes and optimiser steps of one step — one
+  loss for most methods, or alternating players (a generator that *ascends* the teacher–student
+  divergence, a student that descends it).
+
+Most methods are one loss: they subclass :class:`Objective` and override :meth:`Objective.loss`; the
+default :class:`SingleLossStep` adapts them. The loop saves and restores every module, optimiser,
+scheduler and RNG through ``accelerate``, so a killed run resumes to the same record.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import KDLibError
+
+
+@dataclass
+class OptimArgs:
+    """How a player optimises: AdamW with linear warm-up and decay, or Tang et al.'s AdaDelta."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
+    optimizer: str = "adamw"  # "adadelta": rho 0.95, constant learning rate
+    maximize: bool = False  # a player that ascends its loss (a generator)
+
+
+def make_optimizer(named_params, args: OptimArgs):
+    named_params = [(n, p) for n, p in named_params if p.requires_grad]
+    if args.optimizer == "adadelta":
+        return torch.optim.Adadelta([p for _, p in named_params], lr=args.lr, rho=0.95, maximize=args.maximize)
+    decay = [p for n, p in named_params if not (p.ndim < 2 or "LayerNorm" in n or "norm" in n)]
+    no_decay = [p for n, p in named_params if p.ndim < 2 or "LayerNorm" in n or "norm" in n]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # fused AdamW is ~6x faster on CPU here (the 30k-row embedding table dominates the step)
+        return torch.optim.AdamW(groups, lr=args.lr, fused=True, maximize=args.maximize)
+    except (RuntimeError, TypeError):  # pragma: no cover - older torch or device without fused kernels
+        return torch.optim.AdamW(groups, lr=args.lr, maximize=args.maximize)
+
+
+def make_scheduler(optimizer, args: OptimArgs, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    if args.optimizer == "adadelta":  # AdaDelta adapts its own step sizes: no schedule
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+
+
+@dataclass
+class Player:
+    """One optimiser over some modules' parameters, with its schedule and clipping."""
+
+    name: str
+    modules: list  # names of the step's modules this player trains
+    args: OptimArgs
+    optimizer: object = None
+    scheduler: object = None
+    params: list = field(default_factory=list)
+
+
+class Objective:
+    """What a run minimises. Subclasses override :meth:`loss`; the base class is plain fine-tuning's shape.
+
+    * ``student_kwargs``: keyword arguments for the student's forward pass (``output_hidden_states``...);
+    * ``teacher_quantities``: what the loss reads from the teacher, by name (:data:`kdlib.teachers.QUANTITIES`);
+      they arrive as ``batch["teacher_<name>"]``, cached or live as the runner decides;
+    * :meth:`build_modules`: trainable modules of the run beside the student (projections...), built under
+      the run's seed and reachable as ``self.modules[name]`` in :meth:`loss`;
+    * :meth:`make_step`: a :class:`TrainingStep` of its own for methods that are not one loss."""
+
+    student_kwargs: dict = {}
+    teacher_quantities: tuple = ()
+    #: True when :meth:`summarize` wants the student's and the teacher's [CLS] states on the dev set
+    summarizes_dev: bool = False
+    modules: nn.ModuleDict | None = None
+
+    def loss(self, student_out, batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_modules(self, student, teacher_config=None) -> dict:
+        """Trainable modules besides the student, name → module (none by default)."""
+        return {}
+
+    def make_step(self, student, args: OptimArgs) -> "TrainingStep":
+        return SingleLossStep(self, student, args)
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based)."""
+
+    def summarize(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> dict:
+        """What to record about the student's dev-set states at the kept evaluation (e.g. ALP's attention
+        weights averaged over the dev set). Both have shape (examples, layers + 1, hidden)."""
+        return {}
+
+    def teacher_floats(self, shapes: dict, student_depth: int) -> int:
+        """How many teacher numbers one training example's loss reads (the cost column); ``shapes`` maps each
+        quantity to its per-example shape."""
+        return sum(math.prod(shapes[k]) for k in self.teacher_quantities)
+
+
+class TrainingStep:
+    """Owns the modules a run trains and the players that optimise them; :meth:`step` does one step."""
+
+    def __init__(self, objective: Objective, modules: dict, players: list):
+        if "student" not in modules:
+            raise KDLibError("a training step needs a 'student' module")
+        unknown = [m for p in players for m in p.modules if m not in modules]
+        if unknown:
+            raise KDLibError(f"a player trains unknown module {unknown[0]!r}; valid choices: {', '.join(modules)}")
+        self.objective, self.modules, self.players = objective, dict(modules), list(players)
+        self.teacher = None  # the run's teacher source, set by the loop (live quantities)
+
+    @property
+    def student(self):
+        return self.modules["student"]
+
+    def configure(self, total_steps: int) -> None:
+        """Build every player's optimiser and schedule (``total_steps`` optimiser steps each)."""
+        for p in self.players:
+            named = [(f"{m}.{n}", q) for m in p.modules for n, q in self.modules[m].named_parameters()]
+            p.optimizer = make_optimizer(named, p.args)
+            p.scheduler = make_scheduler(p.optimizer, p.args, total_steps)
+
+    def prepare(self, accelerator) -> None:
+        """Hand modules, optimisers and schedules to ``accelerate`` (devices, mixed precision, state saving);
+        always in the same order, so that a saved state loads back."""
+        names = list(self.modules)
+        prepared = accelerator.prepare(*[self.modules[n] for n in names],
+                                       *[p.optimizer for p in self.players], *[p.scheduler for p in self.players])
+        k = len(names)
+        self.modules = dict(zip(names, prepared[:k]))
+        for i, p in enumerate(self.players):
+            p.optimizer, p.scheduler = prepared[k + i], prepared[k + len(self.players) + i]
+        if self.objective.modules is not None:
+            self.objective.modules = nn.ModuleDict({n: self.modules[n] for n in names if n != "student"})
+        for p in self.players:
+            p.params = [q for m in p.modules for q in self.modules[m].parameters() if q.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules.values():
+            m.train(mode)
+
+    def update(self, player: Player, loss: torch.Tensor, accelerator) -> None:
+        """Backward ``loss`` into ``player``'s parameters, clip, step its optimiser and schedule."""
+        accelerator.backward(loss)
+        if player.args.max_grad_norm:
+            accelerator.clip_grad_norm_(player.params, player.args.max_grad_norm)
+        player.optimizer.step()
+        player.scheduler.step()
+        for p in self.players:  # no gradient leaks into the next player's step
+            p.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, batch: dict, accelerator) -> dict:  # pragma: no cover - abstract
+        """One training step on ``batch``; returns the losses to show (floats), the first being the main one."""
+        raise NotImplementedError
+
+
+class SingleLossStep(TrainingStep):
+    """One loss, one optimiser over the student and the objective's own modules."""
+
+    def __init__(self, objective: Objective, student, args: OptimArgs):
+        modules = {"student": student, **(dict(objective.modules) if objective.modules is not None else {})}
+        super().__init__(objective, modules, [Player("student", list(modules), args)])
+
+    def step(self, batch: dict, accelerator) -> dict:
+        inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        with accelerator.autocast():
+            out = self.student(**inputs, **self.objective.student_kwargs)
+            loss = self.objective.loss(out, batch)
+        self.update(self.players[0], loss, accelerator)
+        return {"loss": loss.item()}
