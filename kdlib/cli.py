@@ -46,7 +46,7 @@ def _resolve_notebook(name: str, root: Path) -> Path:
     if not path.is_absolute():
         path = (Path.cwd() / path) if (Path.cwd() / path).exists() else root / path
     valid = [str(p.relative_to(root)) for p in _notebooks(root)]
-    if not path.is_file() or path.suffix != ".ipynb":
+    if not path.is_file() or path.suffix != ".ipynb" or path.resolve() not in [p.resolve() for p in _notebooks(root)]:
         raise KDLibError(f"unknown chapter {name!r}; valid choices: {choices(valid)} "
                          f"(or the chapter keys {choices(k for k, c in CHAPTERS.items() if c.plan)})")
     return path
@@ -62,6 +62,9 @@ def parse_parameters(notebook: Path, pairs: list) -> dict:
     declared = pm.inspect_notebook(str(notebook))
     params = {}
     for name, raw in pairs:
+        if name == "profile":
+            raise KDLibError(f"set the profile with --profile, not -p profile {raw!r}; valid choices: "
+                             "smoke, cpu, gpu")
         if name not in declared:
             raise KDLibError(f"unknown parameter {name!r} for {notebook.name}; valid choices: "
                              f"{choices(declared)}")

@@ -127,8 +127,12 @@ def glue_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     if d is None:
         return None
     d = Path(d).expanduser()
+    where = "argument" if data_dir else GLUE_ENV
+    if d.exists() and not d.is_dir():
+        raise KDLibError(f"GLUE folder {str(d)!r} (from {where}) is a file, not a folder; point it at the folder "
+                         "that holds SST-2/, MRPC/, ...")
     if not d.is_dir():
-        raise KDLibError(f"GLUE folder {str(d)!r} does not exist (from {'argument' if data_dir else GLUE_ENV})")
+        raise KDLibError(f"GLUE folder {str(d)!r} does not exist (from {where})")
     return d
 
 
@@ -147,8 +151,14 @@ def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> TaskData:
         have = sorted(p.name for p in path.parent.glob("*.tsv")) if path.parent.is_dir() else []
         raise KDLibError(f"GLUE folder {str(path.parent)!r} has no {path.name} for split {split!r} of "
                          f"task {spec.name!r}; files there: {choices(have) or 'none'}")
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MRPC's BOM
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MRPC's BOM
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as err:
+        raise KDLibError(f"{str(path)!r} is not UTF-8 text (byte {err.start}); GLUE files are UTF-8") from None
+    if not rows or (spec.header and len(rows) == 1):
+        raise KDLibError(f"{str(path)!r} has no examples ({'empty' if not rows else 'only a header'}); "
+                         f"it needs rows of task {spec.name!r}")
     if spec.header:
         header, rows = rows[0], rows[1:]
         wanted = [*spec.text_columns, spec.label_column]
@@ -157,13 +167,15 @@ def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> TaskData:
             raise KDLibError(f"{str(path)!r} has columns {header} which do not match task {spec.name!r}: "
                              f"it needs {wanted}")
         cols = [header.index(c) for c in wanted]
+        first = 2  # file line of rows[0]
     else:
         cols = [*spec.text_columns, spec.label_column]
-        width = max(cols) + 1
-        bad = next((i for i, r in enumerate(rows) if len(r) < width), None)
-        if bad is not None:
-            raise KDLibError(f"{str(path)!r} row {bad + 1} has {len(rows[bad])} columns; task {spec.name!r} "
-                             f"(no header) needs at least {width}")
+        first = 1
+    width = max(cols) + 1
+    bad = next((i for i, r in enumerate(rows) if r and len(r) < width), None)
+    if bad is not None:
+        raise KDLibError(f"{str(path)!r} line {bad + first} has {len(rows[bad])} columns; task {spec.name!r} "
+                         f"needs at least {width}")
     rows = [r for r in rows if r]
     text_a = [r[cols[0]] for r in rows]
     text_b = [r[cols[1]] for r in rows] if spec.is_pair else None

@@ -35,10 +35,13 @@ def test_parameter_of_the_wrong_type(tmp_path, capsys):
                               "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                           "language": "python"}},
                               "nbformat": 4, "nbformat_minor": 5}))
-    line = error_line(capsys, ["run", str(nb), "--profile", "smoke", "-p", "seeds", "three"])
-    assert "parameter 'seeds' of p.ipynb expects int, got 'three'" in line
-    line = error_line(capsys, ["run", str(nb), "--profile", "smoke", "-p", "sedes", "3"])
-    assert "unknown parameter 'sedes' for p.ipynb; valid choices: profile, seeds" in line
+    from kdlib import KDLibError
+    from kdlib.cli import parse_parameters
+
+    with pytest.raises(KDLibError, match="parameter 'seeds' of p.ipynb expects int, got 'three'"):
+        parse_parameters(nb, [("seeds", "three")])
+    with pytest.raises(KDLibError, match="unknown parameter 'sedes' for p.ipynb; valid choices: profile, seeds"):
+        parse_parameters(nb, [("sedes", "3")])
     assert not list(tmp_path.glob("*.tmp*")) and not (ROOT / "_build" / "executed" / "smoke" / "p.ipynb").exists()
 
 
@@ -87,3 +90,19 @@ def test_build_uses_the_jupyter_book_beside_python_or_says_it_is_missing(tmp_pat
     ran = []
     monkeypatch.setattr(cli.subprocess, "run", lambda cmd, cwd: ran.append(cmd) or type("R", (), {"returncode": 0}))
     assert main(["build"]) == 0 and ran[0][0] == str(tmp_path / "jupyter-book")
+
+
+def test_a_notebook_outside_chapters_is_refused(tmp_path, capsys):
+    outside = tmp_path / "01_hinton_kd.ipynb"
+    shutil.copy(CH1, outside)
+    assert f"unknown chapter {str(outside)!r}; valid choices: chapters/01_hinton_kd.ipynb" in error_line(
+        capsys, ["run", str(outside), "--profile", "smoke"])
+
+
+def test_profile_as_a_notebook_parameter_is_refused(capsys):
+    assert "set the profile with --profile, not -p profile 'tpu'" in error_line(
+        capsys, ["run", CH1, "--profile", "smoke", "-p", "profile", "tpu"])
+
+
+def test_results_of_an_unknown_chapter(store, capsys):
+    assert "unknown chapter 'ch99'; valid choices:" in error_line(capsys, ["results", "--chapter", "ch99"])

@@ -110,12 +110,20 @@ def test_attention_scores_are_the_pre_softmax_of_the_attention(store):
         assert torch.allclose(torch.softmax(scores[:, k] + mask, -1), probs[k], atol=1e-5)
 
 
-class Projected:
-    """An objective with a trainable projection (TinyBERT's W_h shape): its parameters must be trained,
-    saved with the state and restored on resume."""
+def _dies_in_epoch_2(cls):
+    """``cls``, killed (as by Ctrl-C) when its second epoch starts."""
+
+    class Dies(cls):
+        def on_epoch_start(self, epoch, epochs):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    return Dies
 
 
 def _projection_objective():
+    """An objective with a trainable projection (TinyBERT's W_h shape): its parameters must be trained,
+    saved with the state and restored on resume."""
     from torch import nn
 
     from kdlib.methods import FineTune
@@ -144,13 +152,7 @@ def test_a_trainable_projection_is_trained_and_resumed(store, monkeypatch):
     assert whole["trainable_modules"] == {"proj": 16 * 32 + 32}  # student width 16 -> teacher width 32
     # killed in epoch 2, started again: the same record
     cls = m.METHODS["proj_test"]
-
-    class Dies(cls):
-        def on_epoch_start(self, epoch, epochs):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    monkeypatch.setitem(m.METHODS, "proj_test", Dies)
+    monkeypatch.setitem(m.METHODS, "proj_test", _dies_in_epoch_2(cls))
     with pytest.raises(KeyboardInterrupt):
         run(s, force=True)
     state = store / "cache" / "runs" / s.hash / "state"
@@ -213,13 +215,7 @@ def test_a_two_player_objective_trains_and_resumes(store, monkeypatch):
     s = exp(method="adv_test", teacher=teacher, hparams={"T": 2.0}, epochs=2)
     whole = run(s)
     assert whole["losses"] and set(whole["losses"][0]) == {"step", "student", "generator"}
-
-    class Dies(cls):
-        def on_epoch_start(self, epoch, epochs):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    monkeypatch.setitem(m.METHODS, "adv_test", Dies)
+    monkeypatch.setitem(m.METHODS, "adv_test", _dies_in_epoch_2(cls))
     with pytest.raises(KeyboardInterrupt):
         run(s, force=True)
     monkeypatch.setitem(m.METHODS, "adv_test", cls)

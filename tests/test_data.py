@@ -124,3 +124,29 @@ def test_real_glue_first_rows():
     assert load_task("rte", "train").text_a[0] == "No Weapons of Mass Destruction Found in Iraq Yet."
     with pytest.raises(KDLibError, match="no train.tsv"):
         load_task("qnli", "train")
+
+
+@pytest.mark.parametrize("content,msg", [
+    ("", r"has no examples \(empty\)"),
+    ("sentence\tlabel\n", r"has no examples \(only a header\)"),
+    ("sentence\tlabel\na fine film \t1\nno label here\n", r"line 3 has 1 columns; task 'sst2' needs at least 2"),
+])
+def test_bad_tsv_files_are_one_line(tmp_path, content, msg):
+    from kdlib.data import load_task
+
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text(content, encoding="utf-8")
+    with pytest.raises(KDLibError, match=msg):
+        load_task("sst2", "train", tmp_path)
+
+
+def test_a_file_that_is_not_utf8_or_a_glue_dir_that_is_a_file(tmp_path, monkeypatch):
+    from kdlib.data import load_task
+
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_bytes(b"sentence\tlabel\ncaf\xe9 \t1\n")
+    with pytest.raises(KDLibError, match=r"is not UTF-8 text \(byte 18\)"):
+        load_task("sst2", "train", tmp_path)
+    monkeypatch.setenv("KDLIB_GLUE_DIR", str(tmp_path / "SST-2" / "train.tsv"))
+    with pytest.raises(KDLibError, match=r"\(from KDLIB_GLUE_DIR\) is a file, not a folder"):
+        load_task("sst2", "train")
