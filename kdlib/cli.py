@@ -132,7 +132,8 @@ def cmd_run(args) -> int:
 
 def cmd_experiment(args) -> int:
     from .chapters import CHAPTERS, chapter_plan
-    from .report import results_table, run_plan
+    from .report import results_table
+    from .runner import run_plan
 
     check_choice("chapter", args.chapter, [k for k, c in CHAPTERS.items() if c.plan])
     plan = chapter_plan(args.chapter, args.profile)

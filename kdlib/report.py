@@ -1,6 +1,6 @@
 """Tables and plots made from result records — never from numbers typed in by hand.
 
-A chapter runs its plan (``{row label: [experiments over seeds]}``) with :func:`run_plan` and gets
+A chapter runs its plan (``{row label: [experiments over seeds]}``) with :func:`kdlib.runner.run_plan` and gets
 ``{row label: [records]}`` back; :func:`results_table` turns that into a pandas table with mean ± std over
 seeds beside the paper's figure, and :func:`plot_curves` draws dev score against training progress.
 """
@@ -14,15 +14,6 @@ import numpy as np
 import pandas as pd
 
 from .data import get_task
-
-
-def run_plan(plan: dict, force: bool = False, progress: bool | None = None) -> dict:
-    """Run (or load) every experiment of a chapter plan; returns ``{row: [records]}``."""
-    from .runner import run_all  # the one place report reaches the runner: notebooks call this to run plans
-
-    flat = [e for exps in plan.values() for e in exps]
-    records = iter(run_all(flat, force=force, progress=progress))
-    return {row: [next(records) for _ in exps] for row, exps in plan.items()}
 
 
 def main_metric(records: list) -> str:
@@ -113,7 +104,7 @@ def _model(m: dict) -> str:
 
 
 def size_speed_table(record: dict, paper: dict | None = None) -> pd.DataFrame:
-    """Tang et al.'s Table 2 from a size/speed record (:func:`kdlib.speed.measure`): parameters with and
+    """Tang et al.'s Table 2 from a size/speed record (:func:`kdlib.chapters.size_speed`): parameters with and
     without the word-embedding table, seconds for the whole set, and the ratios to the reference model.
     ``paper`` maps a model name to ``(paper model, params, seconds)`` for the paper's columns."""
     rows = []
@@ -202,6 +193,28 @@ def curve(records: list, metric: str | None = None):
         means.append(mean(vals))
         stds.append(stdev(vals) if len(vals) > 1 else 0.0)
     return np.array(points), np.array(means), np.array(stds)
+
+
+def plateau(results: dict, rows: list | None = None, metric: str | None = None) -> pd.DataFrame:
+    """Has each row's dev curve flattened before its runs ended? The mean score (over seeds) at the last
+    evaluation, what the last quarter of training added to it, and the best point's epoch. The settings
+    table (:mod:`kdlib.settings`) is sized so that the gain of the last quarter is small against the
+    seed-to-seed spread."""
+    out = []
+    for row in rows or list(results):
+        recs = results[row]
+        if not recs or not recs[0]["history"]:
+            continue
+        x, m, s = curve(recs, metric)
+        if len(x) < 2:
+            continue
+        before = np.interp(0.75 * x[-1], x, m)  # the mean score three quarters into the run
+        spread = float(np.std(scores(recs, metric), ddof=1)) if len(recs) > 1 else float("nan")
+        out.append({"row": row, "epochs": round(float(x[-1]), 2), "last": round(float(m[-1]), 2),
+                    "gain in the last quarter": round(float(m[-1] - before), 2),
+                    "std over seeds": round(spread, 2),
+                    "best at epoch": round(float(np.mean([r["best"]["epoch"] for r in recs])), 2)})
+    return pd.DataFrame(out).set_index("row") if out else pd.DataFrame()
 
 
 def plot_curves(results: dict, rows: list, metric: str | None = None, ax=None, title: str = ""):

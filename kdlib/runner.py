@@ -214,7 +214,15 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
         return rec
     check_writable(results_dir(), "results")
     check_writable(cache_dir(), "cache")
-    with locked(cache_dir() / "runs" / f"{exp.hash}", f"run {exp.hash} ({exp.label or exp.method})"):
+    from contextlib import nullcontext
+
+    from accelerate import PartialState
+
+    # the processes of one `accelerate launch` train a run together: only separate commands take turns
+    together = PartialState().num_processes > 1
+    lock = nullcontext() if together else locked(cache_dir() / "runs" / f"{exp.hash}",
+                                                 f"run {exp.hash} ({exp.label or exp.method})")
+    with lock:
         rec = None if force else stored()  # made by another process while this one waited
         if rec is None:
             if _need_weights and stored_path(exp) is not None:
@@ -283,12 +291,15 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
         **provenance(),
     }
     text = json.dumps(record, indent=1) + "\n"
-    if _is_main_process():  # under `accelerate launch` only one process writes
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch` only one process writes
         if keep_model:
             model.load_state_dict(result.best_state)
             save_weights(exp, model, tok)
         atomic_write_text(record_path(exp), text)
         _clean_state(cache_dir() / "runs" / exp.hash / "state")
+    PartialState().wait_for_everyone()  # the others read the weights and the record only once written
     return json.loads(text)  # exactly what a later load returns
 
 
@@ -299,12 +310,6 @@ def _teacher_config(teacher: Experiment):
 
         return AutoConfig.from_pretrained(folder)
     return None
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 def _agreement(student_logits, teacher_rec: dict, regression: bool) -> float | None:
@@ -341,3 +346,10 @@ def run_all(experiments, force: bool = False, progress: bool | None = None) -> l
                   f"{records[-1]['wall_time_s']:.0f} s")
     bar.close()
     return records
+
+
+def run_plan(plan: dict, force: bool = False, progress: bool | None = None) -> dict:
+    """Run (or load) every experiment of a chapter plan; returns ``{row: [records]}``."""
+    flat = [e for exps in plan.values() for e in exps]
+    records = iter(run_all(flat, force=force, progress=progress))
+    return {row: [next(records) for _ in exps] for row, exps in plan.items()}

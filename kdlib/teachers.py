@@ -15,100 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .errors import KDLibError, choices
+from .errors import KDLibError
+from .models import QUANTITIES, check_quantities, forward_quantities  # noqa: F401 (the names live with the model)
 from .store import atomic_torch_save, cache_dir, locked
 
-#: name → what it is (shapes per example; L = teacher layers, T = tokens, H = width, A = heads)
-QUANTITIES = {
-    "logits": "the prediction layer's output (labels,)",
-    "cls": "the [CLS] vector of the embeddings and of every layer (L + 1, H)",
-    "embeddings": "the embedding layer's output for every token (T, H)",
-    "hidden": "every token's vector at the embeddings and every layer (L + 1, T, H)",
-    "attention_scores": "every layer's pre-softmax attention scores Q·Kᵀ/√d (L, A, T, T)",
-}
 CACHEABLE = ("logits", "cls")
 FINGERPRINT = "weights.sha256"
 
 
-def check_quantities(names) -> tuple:
-    names = tuple(sorted(set(names)))
-    unknown = [n for n in names if n not in QUANTITIES]
-    if unknown:
-        raise KDLibError(f"unknown teacher quantity {unknown[0]!r}; valid choices: {choices(QUANTITIES)}")
-    return names
-
-
-# ---------------------------------------------------------------------------------------------------
-# Computing quantities from a model
-# ---------------------------------------------------------------------------------------------------
-@contextmanager
-def capture_attention_scores(model):
-    """Collects every BERT self-attention layer's pre-softmax scores ``Q·Kᵀ/√d`` (batch, heads, T, T) while
-    the model runs, from hooks on its query and key projections: works under eager and sdpa attention."""
-    layers = [m for m in model.modules() if hasattr(m, "query") and hasattr(m, "key")
-              and hasattr(m, "attention_head_size")]
-    scores, handles = [], []
-    for layer in layers:
-        seen = {}
-
-        def grab(name, seen=seen, layer=layer):
-            def hook(mod, inp, out):
-                seen[name] = out
-                if len(seen) == 2:
-                    b, t, _ = out.shape
-                    shape = (b, t, -1, layer.attention_head_size)
-                    q = seen.pop("q").view(shape).transpose(1, 2)
-                    k = seen.pop("k").view(shape).transpose(1, 2)
-                    scores.append(q @ k.transpose(-1, -2) * layer.attention_head_size ** -0.5)
-            return hook
-
-        handles.append(layer.query.register_forward_hook(grab("q")))
-        handles.append(layer.key.register_forward_hook(grab("k")))
-    try:
-        yield scores
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def forward_quantities(model, inputs: dict, names) -> dict:
-    """Run ``model`` on ``inputs`` and return the named quantities (float tensors, batch first)."""
-    names = check_quantities(names)
-    need_states = any(n in names for n in ("cls", "hidden", "embeddings"))
-    kwargs = {**inputs, **({"output_hidden_states": True} if need_states else {})}
-    if "attention_scores" in names:
-        with capture_attention_scores(model) as scores:
-            out = model(**kwargs)
-    else:
-        out, scores = model(**kwargs), None
-    got = {}
-    if "logits" in names:
-        got["logits"] = out.logits.float()
-    if need_states:
-        states = getattr(out, "hidden_states", None)
-        if states is None:
-            raise KDLibError(f"the teacher returned no hidden states ({type(out).__name__})")
-        if "cls" in names:
-            got["cls"] = torch.stack([h[:, 0] for h in states], 1).float()
-        if "hidden" in names:
-            got["hidden"] = torch.stack(states, 1).float()
-        if "embeddings" in names:
-            got["embeddings"] = states[0].float()
-    if scores is not None:
-        if not scores:
-            raise KDLibError("the teacher has no BERT self-attention layers to read attention scores from")
-        got["attention_scores"] = torch.stack(scores, 1).float()
-    return got
-
-
-# ---------------------------------------------------------------------------------------------------
-# Sources
-# ---------------------------------------------------------------------------------------------------
 class CachedTeacher:
     """Per-example teacher quantities looked up from tensors with one row per training example."""
 

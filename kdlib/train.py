@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 from .data import Encoded, bucketed_batches, collate
 from .errors import KDLibError
 from .metrics import task_metrics
+from .models import forward_quantities
 from .store import atomic_torch_save, atomic_write_text
 
 
@@ -76,8 +77,6 @@ def predict(model, loader, accelerator=None, device: str = "cpu", quantities: tu
     With ``quantities`` (names of :data:`kdlib.teachers.QUANTITIES`, e.g. ``("cls",)``) returns
     ``(logits, {name: tensor})``. Under several processes every returned tensor is gathered, so each process
     holds every example. Eval mode, no gradients; bf16 autocast on a GPU."""
-    from .teachers import forward_quantities
-
     model.eval()
     names = tuple(q for q in quantities if q != "logits")
     outs, extra, order = [], {n: [] for n in names}, []
@@ -130,16 +129,20 @@ class TrainResult:
 
 
 def _save_state(accelerator, state_dir: Path, epoch: int, loop: dict) -> None:
-    """The state after ``epoch``: accelerate's (modules, optimisers, schedules, RNGs) and the loop's, in a
-    new folder; ``latest`` names it once complete, and older ones are removed."""
+    """The state after ``epoch``: accelerate's (modules, optimisers, schedules, RNGs of every process) and
+    the loop's, in a new folder; ``latest`` names it once complete, and older ones are removed."""
     folder = state_dir / f"epoch-{epoch}"
-    shutil.rmtree(folder, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(folder), safe_serialization=False)
-    atomic_torch_save(loop, folder / "loop.pt")
-    atomic_write_text(state_dir / "latest", folder.name + "\n")
-    for old in state_dir.glob("epoch-*"):
-        if old != folder:
-            shutil.rmtree(old, ignore_errors=True)
+    if accelerator.is_main_process:
+        atomic_torch_save(loop, folder / "loop.pt")
+        atomic_write_text(state_dir / "latest", folder.name + "\n")
+        for old in state_dir.glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def _load_state(accelerator, state_dir: Path) -> dict | None:

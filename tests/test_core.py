@@ -309,3 +309,29 @@ def test_an_unwritable_results_folder_is_refused_before_training(store, monkeypa
 def test_bad_configs_are_one_line(make, msg):
     with pytest.raises(KDLibError, match=msg):
         make()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_write_one_valid_record(tmp_path):
+    """Under several processes (torchrun, gloo on CPU) everything predict returns is gathered: one record,
+    with a dev output and a [CLS] summary for every dev example."""
+    import shutil
+
+    torchrun = shutil.which("torchrun") or str(ROOT / ".venv" / "bin" / "torchrun")
+    if not os.path.exists(torchrun):
+        pytest.skip("torchrun not found")
+    script = tmp_path / "two.py"
+    script.write_text("import sys; sys.path.insert(0, %r)\n"
+                      "from tests.test_core import exp\nfrom kdlib.config import FreshBert\nfrom kdlib.runner import run\n"
+                      "t = exp(chapter='teachers', keep_model=True, model=FreshBert('minilm-l6', 2, 32, 2))\n"
+                      "run(exp(method='pkd', teacher=t, hparams={'beta': 10.0}, dev_size=17, "
+                      "model=FreshBert('minilm-l6', 2, 32, 2)))\n" % str(ROOT))
+    env = {**os.environ, "KDLIB_RESULTS_DIR": str(tmp_path / "r"), "KDLIB_CACHE_DIR": str(tmp_path / "c"),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", str(script)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("smoke/test/*.json")]
+    assert len(records) == 1
+    rec = records[0]
+    assert rec["n_dev"] == 17 and len(rec["dev_logits"]) == 17 and rec["summary"]["cls_cosine"]

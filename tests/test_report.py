@@ -6,7 +6,7 @@ from kdlib import report
 
 def rec(acc, seed=0, history=None, agreement=None):
     return {"config": {"task": "sst2", "profile": "cpu", "data": "glue", "epochs": 1, "lr": 1e-4, "batch_size": 64,
-                       "model": {"checkpoint": "minilm-l6", "layers": [0, 1], "fresh": None}, "seed": seed},
+                       "model": {"kind": "layer_copy", "checkpoint": "minilm-l6", "layers": [0, 1]}, "seed": seed},
             "best": {"epoch": 1.0, "accuracy": acc}, "history": history or [{"epoch": 1.0, "accuracy": acc}],
             "student_params": 13_800_000, "n_train": 67349, "n_dev": 872, "wall_time_s": 120.0,
             "teacher": {"agreement": agreement} if agreement is not None else None,
@@ -35,6 +35,15 @@ def test_difference_and_curve():
     h = lambda x: [{"epoch": 0.5, "accuracy": x - 2}, {"epoch": 1.0, "accuracy": x}]
     x, m, s = report.curve([rec(80, 0, h(80)), rec(82, 1, h(82))])
     assert list(x) == [0.5, 1.0] and list(m) == [79.0, 81.0] and s[0] == pytest.approx(np.sqrt(2))
+
+
+def test_plateau_says_what_the_last_quarter_added():
+    h = lambda x: [{"epoch": e, "accuracy": x - 4 + 2 * e} for e in (0.5, 1.0, 1.5, 2.0)]  # still rising
+    flat = lambda x: [{"epoch": e, "accuracy": x} for e in (0.5, 1.0, 1.5, 2.0)]
+    t = report.plateau({"rising": [rec(80, 0, h(80)), rec(82, 1, h(82))], "flat": [rec(85, 0, flat(85))]})
+    assert t.loc["rising", "gain in the last quarter"] == 1.0  # 81 at epoch 2, 80 at 1.5
+    assert t.loc["rising", "std over seeds"] == pytest.approx(1.41, abs=0.01)
+    assert t.loc["flat", "gain in the last quarter"] == 0.0 and t.loc["flat", "epochs"] == 2.0
 
 
 def test_describe_setting_and_softmax():

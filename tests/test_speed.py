@@ -8,6 +8,7 @@ from kdlib.config import BiLSTM, Experiment, FreshBert
 from kdlib.bilstm import BiLSTMClassifier
 from kdlib.data import encode, synthetic_task
 from kdlib.models import fresh_student, load_tokenizer
+from kdlib.chapters import size_speed as size_speed_record
 from kdlib.speed import size_speed
 
 
@@ -31,8 +32,8 @@ def _models():
 
 
 def test_measure_stores_a_record_and_reloads_it(store, monkeypatch):
-    assert sp.measure("test", _models(), "bert", batch_size=16, stored_only=True) is None
-    rec = sp.measure("test", _models(), "bert", batch_size=16)
+    assert size_speed_record("test", _models(), "bert", batch_size=16, stored_only=True) is None
+    rec = size_speed_record("test", _models(), "bert", batch_size=16)
     [path] = (store / "results" / "smoke" / "test" / "measurements").glob("size_speed-*.json")
     assert json.loads(path.read_text()) == rec and rec["n_examples"] == 48
     for key in ("hardware", "git_commit", "kdlib_version", "created", "wall_time_s", "config"):
@@ -40,13 +41,13 @@ def test_measure_stores_a_record_and_reloads_it(store, monkeypatch):
     by = {r["model"]: r for r in rec["rows"]}
     assert by["bilstm"]["params w/o embeddings"] == by["bilstm"]["params"] - 30522 * 300
     monkeypatch.setattr(sp, "size_speed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-measured")))
-    assert sp.measure("test", _models(), "bert", batch_size=16) == rec
-    assert sp.measure("test", _models(), "bert", batch_size=16, stored_only=True) == rec
+    assert size_speed_record("test", _models(), "bert", batch_size=16) == rec
+    assert size_speed_record("test", _models(), "bert", batch_size=16, stored_only=True) == rec
 
 
 def test_measure_bad_input(store):
     with pytest.raises(KDLibError, match="unknown device 'tpu'; valid choices: cpu, cuda"):
-        sp.measure("test", _models(), "bert", device="tpu")
+        size_speed_record("test", _models(), "bert", device="tpu")
     with pytest.raises(KDLibError, match="unknown reference model 'gpt'; valid choices: bert, bilstm"):
-        sp.measure("test", _models(), "gpt")
+        size_speed_record("test", _models(), "gpt")
     assert not (store / "results").exists()

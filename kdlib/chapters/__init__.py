@@ -50,6 +50,50 @@ def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=No
             for s in profile.seeds[:n]]
 
 
+def size_speed(chapter: str, models: dict, reference: str, batch_size: int = 512, device: str = "cpu",
+            force: bool = False, stored_only: bool = False) -> dict | None:
+    """A stored size/speed record for ``models`` (name → :class:`~kdlib.config.Experiment` whose
+    architecture is timed) over the whole training set of their task, at ``batch_size`` on ``device``.
+
+    Stored at ``results/<profile>/<chapter>/measurements/size_speed-<hash>.json`` with the same provenance as a
+    training record, and loaded from there when present (unless ``force`` or ``KDLIB_RECOMPUTE``). Weights do
+    not change the time, so each model is built as its experiment would start (no training needed).
+    ``stored_only`` returns the stored record or ``None``, never measuring."""
+    import torch
+
+    from ..data import encode, get_task
+    from ..errors import KDLibError
+    from ..models import load_tokenizer, quiet_transformers
+    from ..runner import build_model, split_data
+    from ..speed import embedding_parameters, size_speed as time_models
+    from ..store import measurement
+
+    check_choice("device", device, ("cpu", "cuda"))
+    check_choice("reference model", reference, models)
+    exps = list(models.values())
+    first = exps[0]
+    config = {"task": first.task, "data": first.data, "train_size": first.train_size, "batch_size": batch_size,
+              "device": device, "reference": reference,
+              "models": {name: {"model": e.model.hash_dict(), "max_length": e.max_length} for name, e in models.items()}}
+
+    def compute() -> dict:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise KDLibError("no CUDA device here to time on; valid choices: cpu")
+        quiet_transformers()
+        spec = get_task(first.task)
+        built, encodings = {}, {}
+        for name, exp in models.items():
+            tok = load_tokenizer(exp.model.checkpoint)
+            built[name] = build_model(exp, spec.num_labels, tok)
+            encodings[name] = encode(tok, split_data(exp.replace(augment=None), "train"), exp.max_length)
+        rows = time_models(built, encodings, reference, batch_size, device)
+        for r in rows:
+            r["params w/o embeddings"] = r["params"] - embedding_parameters(built[r["model"]])
+        return {"rows": rows, "n_examples": len(next(iter(encodings.values())))}
+
+    return measurement("size_speed", first.profile, chapter, config, compute, force, stored_only)
+
+
 @dataclass(frozen=True)
 class Chapter:
     """A chapter's notebook and, if it runs experiments, the module in ``kdlib.chapters`` that plans them.

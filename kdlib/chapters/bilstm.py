@@ -134,13 +134,13 @@ def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = Fa
     batch 512; one record per device that is here, or whose record was stored on another machine."""
     import torch
 
-    from .. import speed
+    from . import size_speed
 
     models = {"teacher": teacher(profile, TASK), "BiLSTM": bilstm(profile, TASK, "finetune", 0)}
     records = []
     for device in devices:
         here = device == "cpu" or torch.cuda.is_available()
-        rec = speed.measure(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
+        rec = size_speed(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
                       stored_only=not here)
         if rec is not None:
             records.append(rec)
