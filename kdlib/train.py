@@ -90,17 +90,23 @@ def predict(model, loader, accelerator=None, device: str = "cpu", quantities: tu
         with ctx:
             got = forward_quantities(model, {**batch, **forward_kwargs}, ("logits", *names))
         parts = (got["logits"], *[got[n] for n in names], idx.to(dev))
-        if accelerator is not None:
-            parts = accelerator.gather_for_metrics(parts)
+        if accelerator is not None and accelerator.num_processes > 1:
+            # every process's rows, padded to one token length where a quantity has one; the examples
+            # a process repeats to even out the last batch come back twice and land on the same row below
+            parts = tuple(accelerator.gather(accelerator.pad_across_processes(p, dim=1) if p.ndim >= 3 and
+                                             n not in ("cls",) else p)
+                          for n, p in zip(("logits", *names, "idx"), parts))
         outs.append(parts[0].cpu())
         for i, n in enumerate(names):
             extra[n].append(parts[1 + i].cpu())
         order.append(parts[-1].cpu())
     order = torch.cat(order)
 
+    n = int(order.max()) + 1 if len(order) else 0
+
     def in_order(chunks):
         x = torch.cat(chunks)
-        result = torch.empty_like(x)
+        result = x.new_empty((n, *x.shape[1:]))
         result[order] = x
         return result
 

@@ -323,7 +323,7 @@ def test_two_cpu_processes_write_one_valid_record(tmp_path):
     script = tmp_path / "two.py"
     script.write_text("import sys; sys.path.insert(0, %r)\n"
                       "from tests.test_core import exp\nfrom kdlib.config import FreshBert\nfrom kdlib.runner import run\n"
-                      "t = exp(chapter='teachers', keep_model=True, model=FreshBert('minilm-l6', 2, 32, 2))\n"
+                      "t = exp(chapter='teachers', keep_model=True, dev_size=17, model=FreshBert('minilm-l6', 2, 32, 2))\n"
                       "run(exp(method='pkd', teacher=t, hparams={'beta': 10.0}, dev_size=17, "
                       "model=FreshBert('minilm-l6', 2, 32, 2)))\n" % str(ROOT))
     env = {**os.environ, "KDLIB_RESULTS_DIR": str(tmp_path / "r"), "KDLIB_CACHE_DIR": str(tmp_path / "c"),
