@@ -1,7 +1,7 @@
 """Transfer-set augmenters: new unlabelled examples for the teacher to label.
 
 :class:`TangAugmenter` is the rule-based augmenter of Tang et al. 2019 (*Distilling Task-Specific
-Knowledge from BERT into Simple Neural Networks*, §3.3; shared/reference/papers.md §2). For each word
+Knowledge from BERT into Simple Neural Networks*, §3.3). For each word
 draw ``X ~ U[0, 1]``:
 
 * ``X < p_mask`` → the word becomes ``[MASK]``;
@@ -22,7 +22,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .data import TaskData
+from .data import TaskData, synthetic_pos_tag_sents
 from .errors import KDLibError
 
 MASK = "[MASK]"
@@ -50,6 +50,12 @@ def pos_tagger():
             raise KDLibError(f"NLTK tagger {TAGGER!r} not found and could not be downloaded; point "
                              f"{NLTK_ENV} (or NLTK_DATA) at an nltk_data folder that has taggers/{TAGGER}") from None
     return nltk.pos_tag_sents
+
+
+def tagger_for(data: TaskData):
+    """The tagger for ``data``: the synthetic grammar's own tags for the ``smoke`` profile's synthetic data
+    (no download, no NLTK data needed), NLTK's tagger for real text."""
+    return synthetic_pos_tag_sents if data.source == "synthetic" else pos_tagger()
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class TangAugmenter:
     def tagged(data: TaskData, tagger=None):
         """Words and POS tags of every side of every example, and the tag → words pools (one entry per
         occurrence, so replacements follow corpus frequency)."""
-        tagger = tagger or pos_tagger()
+        tagger = tagger or tagger_for(data)
         sides = [data.text_a] + ([data.text_b] if data.text_b is not None else [])
         words = [[t.split() for t in side] for side in sides]
         tags = [[[tag for _, tag in sent] for sent in tagger(side)] for side in words]

@@ -1,4 +1,4 @@
-"""The BiLSTM student of Tang et al. 2019 (shared/reference/papers.md §2).
+"""The BiLSTM student of Tang et al. 2019 (*Distilling Task-Specific Knowledge from BERT into Simple Neural Networks*, §3).
 
 Single sentences: word embeddings → one-layer BiLSTM → the final forward and backward states,
 concatenated → ReLU fully connected layer → logits. Sentence pairs: the same BiLSTM encodes both

@@ -89,6 +89,23 @@ def parse_parameters(notebook: Path, pairs: list) -> dict:
     return params
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+#: papermill's tags for the parameters cell and the cell it injects; the rendered page shows neither
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+
+
+def hide_parameters(path: Path) -> None:
+    """Tag the parameters cells of an executed notebook ``remove-cell`` (the book does not render them)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if any(t in tags for t in PARAMETER_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, str(path))
+
+
 def cmd_run(args) -> int:
     from .profiles import PROFILES
 
@@ -114,6 +131,8 @@ def cmd_run(args) -> int:
     env = os.environ
     if args.force_recompute:
         env["KDLIB_RECOMPUTE"] = "1"
+    # the kernel inherits this: figures go into the notebook whatever MPLBACKEND the shell has (CI sets Agg)
+    env["MPLBACKEND"] = INLINE_BACKEND
     import papermill as pm
 
     for nb, out, params in jobs:
@@ -124,6 +143,7 @@ def cmd_run(args) -> int:
         try:
             pm.execute_notebook(str(nb), tmp, parameters=params, cwd=str(nb.parent), kernel_name="python3",
                                 progress_bar=args.progress, log_output=args.log_output)
+            hide_parameters(Path(tmp))
             os.replace(tmp, out)
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -214,6 +214,17 @@ _NEG = "bad dull poor boring awful flat tedious weak bland clumsy stale grim".sp
 _FILL = "the film a story its cast this plot movie script and but with very quite rather".split()
 
 
+#: the part of speech of every synthetic word (Penn Treebank tags, as NLTK's tagger gives them)
+SYNTHETIC_TAGS = {**{w: "JJ" for w in _POS + _NEG},
+                  **dict(zip(_FILL, "DT NN DT NN PRP$ NN DT NN NN NN CC CC IN RB RB RB".split()))}
+
+
+def synthetic_pos_tag_sents(sentences: list) -> list:
+    """POS tags of synthetic sentences, read from the grammar that wrote them (``nltk.pos_tag_sents``'s
+    shape). The ``smoke`` profile uses it instead of NLTK's tagger, so it needs no tagger download."""
+    return [[(w, SYNTHETIC_TAGS.get(w, "NN")) for w in words] for words in sentences]
+
+
 def synthetic_task(task: str, split: str, n: int, seed: int = 0) -> TaskData:
     """A deterministic toy data set with ``task``'s shape (labels follow sentiment words, 10% flipped)."""
     spec = get_task(task)

@@ -107,7 +107,7 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: floa
 def kd_scaling_conventions(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> dict:
     r"""The soft term of KD as common code bases compute it, on the same logits.
 
-    Returns ``{name: (formula, value)}``. Read from the repositories (``shared/reference/papers.md`` §1):
+    Returns ``{name: (formula, value)}``. As read in each project's repository:
     this book / Hinton and torchdistill's ``KDLoss`` take :math:`T^2` KL with batch-mean reduction (they
     differ only in which term α weights); Patient KD's code averages the KL over batch *and* classes;
     TextBrewer takes the soft cross-entropy without :math:`T^2`; TinyBERT the soft cross-entropy averaged

@@ -16,6 +16,34 @@ import pandas as pd
 from .data import get_task
 
 
+class Table:
+    """A table with its caption, as a page shows it: an HTML table whose ``<caption>`` says what it holds (task,
+    metric, setting), and the same caption above the table in plain text. Both are deterministic (a fixed
+    element id, no memory addresses), so nbval can compare them.
+
+    ``df`` is shown as given (format numbers before, one rounding per column); a default 0…N index is hidden."""
+
+    def __init__(self, df: pd.DataFrame, caption: str, key: str | None = None):
+        import re
+
+        self.df, self.caption = df, caption
+        self.key = key or re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] or "table"
+
+    def _plain_index(self) -> bool:
+        return isinstance(self.df.index, pd.RangeIndex) and self.df.index.name is None
+
+    def _repr_html_(self) -> str:
+        styler = self.df.style.set_caption(self.caption).set_uuid(self.key).set_table_attributes('class="dataframe"')
+        styler = styler.set_table_styles([{"selector": "caption", "props": "caption-side: top; text-align: left; "
+                                           "font-weight: 600; padding-bottom: 0.4em;"}])
+        if self._plain_index():
+            styler = styler.hide(axis="index")
+        return styler.to_html()
+
+    def __repr__(self) -> str:
+        return f"{self.caption}\n{self.df.to_string(index=not self._plain_index())}"
+
+
 def main_metric(records: list) -> str:
     return get_task(records[0]["config"]["task"]).main_metric
 
@@ -138,8 +166,21 @@ def difference(a: list, b: list, metric: str | None = None) -> str:
         with warnings.catch_warnings():  # near-equal scores make scipy warn about precision; p is still fine
             warnings.simplefilter("ignore", RuntimeWarning)
             p = float(ttest_ind(sa, sb, equal_var=False).pvalue)
-        text += f", Welch t-test p = {p:.2f}"
+        text += f", Welch t-test {p_value(p)}"
     return text + ")"
+
+
+def p_value(p: float) -> str:
+    """A p-value as a paper writes it: ``p = 0.37``, ``p = 0.04``, ``p < 0.01`` (never ``p = 0.00``)."""
+    return "p < 0.01" if p < 0.01 else f"p = {p:.2f}"
+
+
+def caption(records: list, what: str | None = None) -> str:
+    """A results table's caption: task, metric and how it was measured, then the setting of ``records``."""
+    spec = get_task(records[0]["config"]["task"])
+    what = what or f"{spec.folder} dev {main_metric(records)}"  # the GLUE folder is the task's usual name
+    seeds = f"mean ± std over {len(records)} seeds" if len(records) > 1 else "one seed"
+    return f"{what}, at the best evaluation point, {seeds}. Setting: {describe_setting(records, width=None)}."
 
 
 def pivot(results: dict, rows: list, cols: list, key, metric: str | None = None, digits: int = 1) -> pd.DataFrame:

@@ -63,3 +63,21 @@ def glue_folder(tmp_path):
                                            "source2", "sentence1", "sentence2", "score"],
                                           ["0", "g", "f", "y", "0", "s", "s", "A man.", "A person.", "4.2"]])
     return g
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The book built once per test session, offline, warnings as errors; its ``_build/html`` folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    beside = Path(sys.executable).with_name("jupyter-book")  # the venv's, when it is not activated
+    exe = str(beside) if beside.is_file() else shutil.which("jupyter-book")
+    if exe is None:
+        pytest.skip("jupyter-book not installed")
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run([exe, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"

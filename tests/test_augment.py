@@ -95,6 +95,7 @@ def test_missing_tagger_without_network(tmp_path, monkeypatch):
 NLTK_DIR = os.environ.get("KDLIB_NLTK_DATA") or os.environ.get("NLTK_DATA")
 
 
+@pytest.mark.glue
 @pytest.mark.skipif(not NLTK_DIR, reason="no local nltk_data (KDLIB_NLTK_DATA)")
 def test_real_tagger_replaces_with_same_tag():
     tag = pos_tagger()
@@ -114,3 +115,20 @@ def test_examples_are_new_distinct_and_deterministic():
     for i, (original, samples) in zip([0, 7], first):
         assert original == (data.text_a[i], data.text_b[i])
         assert samples and len(set(samples)) == len(samples) and original not in samples
+
+
+def test_smoke_data_is_tagged_by_its_own_grammar(monkeypatch):
+    """The synthetic (smoke) data needs no NLTK tagger: its words' tags come from the grammar that wrote them."""
+    from kdlib import augment
+    from kdlib.data import SYNTHETIC_TAGS, synthetic_task
+
+    def no_tagger():
+        raise AssertionError("the smoke profile must not load NLTK's tagger")
+
+    monkeypatch.setattr(augment, "pos_tagger", no_tagger)
+    data = synthetic_task("sst2", "train", 20)
+    words, tags, pools = augment.TangAugmenter(n_iter=2).tagged(data)
+    assert all(t == SYNTHETIC_TAGS[w] for ws, ts in zip(words[0], tags[0]) for w, t in zip(ws, ts))
+    assert {"JJ", "NN", "DT"} <= set(pools)
+    extra = augment.TangAugmenter(n_iter=2, seed=1).augment(data)
+    assert len(extra) > 0

@@ -1,9 +1,6 @@
 """The book builds offline with warnings as errors, and each chapter's results table is in the HTML."""
 import json
 import re
-import shutil
-import subprocess
-
 import pytest
 
 from kdlib.chapters import in_book
@@ -12,14 +9,8 @@ from .conftest import ROOT
 
 
 @pytest.mark.slow
-def test_book_builds_with_results_tables(tmp_path):
-    exe = shutil.which("jupyter-book")
-    if exe is None:
-        pytest.skip("jupyter-book not installed")
-    proc = subprocess.run([exe, "build", str(ROOT), "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    html_root = tmp_path / "_build" / "html"
+def test_book_builds_with_results_tables(built_book):
+    html_root = built_book
     for ch in in_book(ROOT):
         page = html_root / ch.notebook.rsplit(".", 1)[0]
         html = page.with_suffix(".html").read_text()
@@ -30,3 +21,25 @@ def test_book_builds_with_results_tables(tmp_path):
             tables = re.findall(r'<table[^>]*class="dataframe"', html)
             assert tables, f"no results table in {page}.html"
             assert "dev accuracy" in html or "dev " in html
+
+
+@pytest.mark.slow
+def test_math_is_served_with_the_book(built_book):
+    """MathJax comes from a package and is copied into the build: no page loads it from a CDN."""
+    assert (built_book / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert (built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+    for page in built_book.glob("chapters/*.html"):
+        html = page.read_text()
+        assert "cdn.jsdelivr" not in html and "mathjax@" not in html, page.name
+        if "class=\"math" in html:
+            assert "_static/mathjax/tex-mml-chtml.js" in html, page.name
+
+
+@pytest.mark.slow
+def test_citations_link_to_the_bibliography(built_book):
+    bib = (built_book / "chapters" / "bibliography.html").read_text()
+    for key in ("Hinton", "Tang", "Sun", "Passban"):
+        assert key in bib
+    appendix = (built_book / "chapters" / "appendix_paper_numbers.html").read_text()
+    assert re.search(r'href="bibliography.html#id\d+"', appendix)
+    assert "shared/reference" not in appendix

@@ -1,5 +1,7 @@
-"""Every chapter, executed headlessly by papermill under the smoke profile, into a temporary folder."""
+"""Every chapter, executed headlessly by papermill under the smoke profile, into a temporary folder; and what
+the committed notebooks must hold for the rendered page (figures, hidden parameters)."""
 import json
+import re
 
 import pytest
 
@@ -35,6 +37,9 @@ def test_chapter_runs_under_smoke(chapter, store):
               if o["output_type"] == "error"]
     assert not errors
     records = [json.loads(p.read_text()) for p in (store / "results" / "smoke").glob("*/*.json")]
+    if chapter.plan is None:  # a page without experiments (the papers' numbers) makes no records
+        assert not records
+        return
     from kdlib.chapters import chapter_plan
 
     expected = {e.hash for exps in chapter_plan(chapter.key, "smoke").values() for e in exps}
@@ -82,3 +87,99 @@ def test_checked_cells_hold_no_figures(chapter):
               and "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
     with_figures = [i for i in tagged if any("image/png" in o.get("data", {}) for o in nb["cells"][i]["outputs"])]
     assert tagged and not with_figures, f"{chapter.notebook}: tagged cells {with_figures} show a figure"
+
+
+#: a cell that draws: matplotlib figures and kdlib's plot helpers
+DRAWS = re.compile(r"plt\.(subplots|figure|show)\(|report\.plot_\w+\(")
+
+
+def _code_cells(chapter):
+    nb = json.loads((ROOT / chapter.notebook).read_text())
+    return [(i, c) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("chapter", NOTEBOOKS, ids=lambda c: c.key)
+def test_figure_cells_show_their_figure(chapter):
+    """A cell that draws a figure holds an image in the committed notebook (a chapter executed with a
+    non-interactive backend such as Agg shows the reader nothing where the text says "see the plot")."""
+    blank = [i for i, c in _code_cells(chapter) if DRAWS.search("".join(c["source"]))
+             and not any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {}))]
+    assert not blank, f"{chapter.notebook}: cells {blank} draw a figure, but the committed notebook holds no image"
+
+
+@pytest.mark.parametrize("chapter", NOTEBOOKS, ids=lambda c: c.key)
+def test_parameters_cells_are_hidden(chapter):
+    cells = [(i, c["metadata"].get("tags", [])) for i, c in _code_cells(chapter)]
+    params = [(i, tags) for i, tags in cells if {"parameters", "injected-parameters"} & set(tags)]
+    assert params and all("remove-cell" in tags for _, tags in params), f"{chapter.notebook}: {params}"
+
+
+def test_kdbook_run_renders_figures_inline_and_hides_parameters(tmp_path):
+    """`kdbook run` executes with the inline backend whatever MPLBACKEND says, and tags papermill's parameters
+    cells ``remove-cell``."""
+    import os
+    import subprocess
+    import sys
+
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": 'profile = "cpu"',
+                     "outputs": [], "execution_count": None},
+                    {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1])\nplt.show()"}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    book = tmp_path / "book"
+    (book / "chapters").mkdir(parents=True)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: chapters/00_introduction\n")
+    path = book / "chapters" / "99_plot.ipynb"
+    path.write_text(json.dumps(nb))
+    from kdlib import cli
+
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    code = ("import sys; from kdlib import cli, chapters as c; "
+            "c.CHAPTERS['plot'] = c.Chapter('plot', 'chapters/99_plot.ipynb', 'plot'); "
+            f"sys.exit(cli.main(['run', 'chapters/99_plot.ipynb', '--profile', 'smoke', '--output', {str(out)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=book, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert any("image/png" in o.get("data", {}) for o in cells[-1]["outputs"])
+    tagged = [c["metadata"]["tags"] for c in cells if c["metadata"].get("tags")]
+    assert len(tagged) == 2 and all("remove-cell" in t for t in tagged)  # parameters + injected parameters
+    assert cli.INLINE_BACKEND.endswith("backend_inline")
+
+
+def test_examples_shown_on_a_page_come_from_a_stored_record(store, monkeypatch):
+    """A page shows example texts from a measurement record, so it needs no data once the record exists."""
+    from kdlib import runner
+    from kdlib.chapters import chapter_plan, examples
+
+    exp = chapter_plan("hinton", "smoke")["teacher"][0]
+    got = examples("hinton", exp, [3, 1, 3])
+    assert list(got) == [1, 3] and all(isinstance(t, str) and t for t in got.values())
+    assert len(list((store / "results" / "smoke" / "hinton" / "measurements").glob("examples-*.json"))) == 1
+
+    def no_data(*args, **kwargs):
+        raise OSError("no data here")
+
+    monkeypatch.setattr(runner, "split_data", no_data)
+    assert examples("hinton", exp, [1, 3]) == got  # read back from the record
+    assert examples("hinton", exp, [2]) is None  # not stored, and no data to read it from
+
+
+def test_chapter_two_shows_its_data_from_stored_records(store, monkeypatch):
+    """Chapter 2's augmented examples and the always-paraphrase baseline are stored measurements."""
+    from kdlib import runner
+    from kdlib.chapters import bilstm, chapter_plan, constant_baseline
+    from kdlib.profiles import get_profile
+
+    P = get_profile("smoke")
+    shown = bilstm.augmentation_examples(P, n_iter=3, count=2, min_words=6)
+    assert len(shown) == 2 and all(ex["original"] and ex["samples"] for ex in shown)
+    pair_teacher = chapter_plan("bilstm", "smoke")["MRPC: teacher"][0]
+    always = constant_baseline("bilstm", pair_teacher, label=1)
+    assert 0 < always["accuracy"] < 100 and always["f1"] > always["accuracy"]  # F1 of the positive class
+
+    monkeypatch.setattr(runner, "split_data", lambda *a, **k: (_ for _ in ()).throw(OSError("no data")))
+    assert bilstm.augmentation_examples(P, n_iter=3, count=2, min_words=6) == shown
+    assert constant_baseline("bilstm", pair_teacher, label=1) == always
+    assert constant_baseline("bilstm", pair_teacher, label=0) is None

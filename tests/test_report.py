@@ -31,7 +31,7 @@ def test_results_table_reads_the_records():
 def test_difference_and_curve():
     a, b = [rec(86.0, 0), rec(87.0, 1), rec(86.5, 2)], [rec(83.0, 0), rec(84.0, 1), rec(83.5, 2)]
     text = report.difference(a, b)
-    assert text.startswith("+3.00 points (3 vs 3 seeds, Welch t-test p = 0.0")
+    assert text == "+3.00 points (3 vs 3 seeds, Welch t-test p < 0.01)"  # p ≈ 0.002
     h = lambda x: [{"epoch": 0.5, "accuracy": x - 2}, {"epoch": 1.0, "accuracy": x}]
     x, m, s = report.curve([rec(80, 0, h(80)), rec(82, 1, h(82))])
     assert list(x) == [0.5, 1.0] and list(m) == [79.0, 81.0] and s[0] == pytest.approx(np.sqrt(2))
@@ -82,3 +82,24 @@ def test_pivot_summary_matrix_and_cost_table():
     assert c.loc["old", "teacher numbers / example"] == "not recorded" and c.loc["old", "teacher KiB / step"] == "–"
     a["hardware"] = {"cpu_count": 2, "torch_threads": 1}
     assert report.cost_table({"pkd": [a]}, ["pkd"]).loc["pkd", "ran on"] == "CPU, 1 thread(s)"
+
+
+def test_a_table_carries_its_caption_and_renders_deterministically():
+    import pandas as pd
+
+    from kdlib.report import Table
+
+    t = Table(pd.DataFrame({"model": ["a", "b"], "score": ["1.0", "2.0"]}), "SST-2 dev accuracy, cpu profile")
+    html = t._repr_html_()
+    assert "<caption>SST-2 dev accuracy, cpu profile</caption>" in html and 'class="dataframe"' in html
+    assert html == t._repr_html_() and "0x" not in repr(t)  # no random ids, no addresses: nbval compares them
+    assert "row0_col0" in html and ">0<" not in html  # a 0…N index is not shown
+    assert repr(t).splitlines()[0] == "SST-2 dev accuracy, cpu profile"
+    named = Table(pd.DataFrame({"score": [1]}, index=pd.Index(["KD"])), "x")
+    assert ">KD<" in named._repr_html_()
+
+
+def test_p_values_as_a_paper_writes_them():
+    from kdlib.report import p_value
+
+    assert [p_value(p) for p in (0.004, 0.0099, 0.01, 0.372)] == ["p < 0.01", "p < 0.01", "p = 0.01", "p = 0.37"]

@@ -94,6 +94,63 @@ def size_speed(chapter: str, models: dict, reference: str, batch_size: int = 512
     return measurement("size_speed", first.profile, chapter, config, compute, force, stored_only)
 
 
+def stored_measurement(kind: str, chapter: str, profile: str, config: dict, compute) -> dict | None:
+    """A measurement record that a page shows (:func:`kdlib.store.measurement`): read when stored, else computed
+    and stored; ``None`` where it is not stored and cannot be computed here (no data, no network)."""
+    from ..errors import KDLibError
+    from ..store import measurement
+
+    stored = measurement(kind, profile, chapter, config, compute, stored_only=True)
+    if stored is not None:
+        return stored
+    try:
+        return measurement(kind, profile, chapter, config, compute)
+    except (KDLibError, OSError):
+        return None
+
+
+def _data_config(exp: Experiment) -> dict:
+    return {"task": exp.task, "data": exp.data, "train_size": exp.train_size, "dev_size": exp.dev_size}
+
+
+def examples(chapter: str, exp: Experiment, indices, split: str = "dev") -> dict | None:
+    """The texts of some examples of ``exp``'s data (``{index: text}``, a pair joined by " ||| "), as a stored
+    measurement record, so that a page can show them where no GLUE folder is (a reader's clone, CI).
+    ``None`` without data and without a stored record."""
+    from ..runner import split_data
+
+    indices = sorted({int(i) for i in indices})
+
+    def compute() -> dict:
+        data = split_data(exp.replace(augment=None), split)
+        join = (lambda i: data.text_a[i].strip()) if data.text_b is None else \
+            (lambda i: f"{data.text_a[i].strip()} ||| {data.text_b[i].strip()}")
+        return {"texts": {str(i): join(i) for i in indices}}
+
+    rec = stored_measurement("examples", chapter, exp.profile,
+                             {**_data_config(exp), "split": split, "indices": indices}, compute)
+    return None if rec is None else {int(i): t for i, t in rec["texts"].items()}
+
+
+def constant_baseline(chapter: str, exp: Experiment, label: int) -> dict | None:
+    """Dev metrics of always predicting class ``label`` (the floor a classifier has to beat), as a stored
+    measurement record; ``None`` without data and without a stored record."""
+    import numpy as np
+
+    from ..data import get_task
+    from ..metrics import task_metrics
+    from ..runner import split_data
+
+    def compute() -> dict:
+        dev = split_data(exp.replace(augment=None), "dev")
+        probs = np.eye(get_task(exp.task).num_labels)[[label] * len(dev)]
+        return {"metrics": {k: float(v) for k, v in task_metrics(exp.task, probs, dev.labels).items()}}
+
+    rec = stored_measurement("constant_baseline", chapter, exp.profile, {**_data_config(exp), "label": label},
+                             compute)
+    return None if rec is None else rec["metrics"]
+
+
 @dataclass(frozen=True)
 class Chapter:
     """A chapter's notebook and, if it runs experiments, the module in ``kdlib.chapters`` that plans them.
@@ -132,6 +189,8 @@ CHAPTERS = {
     "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm", current=False),
     "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd", current=False),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
+    "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
+    "bibliography": Chapter("bibliography", "chapters/bibliography.md", "Bibliography"),
 }
 
 
@@ -146,7 +205,8 @@ def in_book(root=None) -> list:
 
     root = Path(root) if root else book_root()
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [toc["root"]] + [e["file"] for e in toc.get("chapters", [])]
+    parts = toc.get("parts") or [{"chapters": toc.get("chapters", [])}]
+    files = [toc["root"]] + [e["file"] for part in parts for e in part.get("chapters", [])]
     by_file = {c.notebook.rsplit(".", 1)[0]: c for c in CHAPTERS.values()}
     unknown = [f for f in files if f not in by_file]
     if unknown:

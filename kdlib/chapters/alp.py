@@ -13,6 +13,7 @@ PKD-Last. One ablation row (first seed, SST-2, the smaller student) drops the 1/
 """
 from __future__ import annotations
 
+from .. import papers
 from ..profiles import Profile
 from . import layerwise, pkd
 
@@ -41,29 +42,38 @@ def plan(profile: Profile) -> dict:
 
 
 #: GLUE *dev* figures of the paper (BERT-base teacher, 12 layers; 4-layer and 2-layer students, set beside
-#: our larger (rank 0) and smaller (rank 1) student), from shared/reference/papers.md §7; SST-2 and MRPC
-#: accuracy, STS-B Pearson. The sheet's PKD row (4 layers) stands on PKD-Skip; for 2 layers it gives PKD
-#: only as an eight-task average (≈ 66.28, "best of 3 choices").
-PAPER = {
-    ("sst2", 0, "teacher"): "92.67", ("sst2", 0, "fine-tuned on labels"): "88.19",
-    ("sst2", 0, "vanilla KD"): "90.37", ("sst2", 0, "PKD-Skip"): "90.14", ("sst2", 0, "ALP-KD"): "90.37",
-    ("sst2", 1, "fine-tuned on labels"): "85.89", ("sst2", 1, "vanilla KD"): "87.39", ("sst2", 1, "ALP-KD"): "88.88",
-    ("mrpc", 0, "teacher"): "86.76", ("mrpc", 0, "fine-tuned on labels"): "77.70 acc",
-    ("mrpc", 0, "vanilla KD"): "79.41 acc", ("mrpc", 0, "PKD-Skip"): "80.15 acc", ("mrpc", 0, "ALP-KD"): "80.72 acc",
-    ("mrpc", 1, "fine-tuned on labels"): "72.06 acc", ("mrpc", 1, "vanilla KD"): "73.53 acc",
-    ("mrpc", 1, "ALP-KD"): "73.53 acc",
-    ("stsb", 0, "teacher"): "88.82", ("stsb", 0, "fine-tuned on labels"): "87.29",
-    ("stsb", 0, "vanilla KD"): "87.45", ("stsb", 0, "PKD-Skip"): "87.26", ("stsb", 0, "ALP-KD"): "87.62",
-    ("stsb", 1, "fine-tuned on labels"): "40.80", ("stsb", 1, "vanilla KD"): "41.87", ("stsb", 1, "ALP-KD"): "46.04",
-}
+#: our larger (rank 0) and smaller (rank 1) student), from kdlib/papers.yaml; SST-2 and MRPC accuracy, STS-B
+#: Pearson. The paper's PKD row (4 layers) stands on PKD-Skip; for 2 layers it gives PKD only as an
+#: average over tasks, so that cell stays empty.
+_ROWS = {"teacher": "teacher", "fine-tuned on labels": "no KD", "vanilla KD": "KD", "PKD-Skip": "PKD",
+         "ALP-KD": "ALP"}
+_COLUMNS = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"}
+
+
+def _paper() -> dict:
+    out = {}
+    for rank, table in enumerate(("dev_4layer", "dev_2layer")):
+        info = papers.table_info("passban2021alpkd", table)
+        for ours, theirs in _ROWS.items():
+            for task, col in _COLUMNS.items():
+                values = info["rows"].get(theirs)
+                if values is None or values[info["columns"].index(col)] is None:
+                    continue  # no 2-layer teacher row; PKD and CKD as averages only
+                value = papers.figure("passban2021alpkd", table, theirs, col).value
+                out[(task, rank, ours)] = f"{value} acc" if task == "mrpc" and ours != "teacher" else value
+    return out
+
+
+PAPER = _paper()
 PAPER_DEPTHS = (4, 2)
-PAPER_SOURCE = ("Passban et al. 2021, GLUE dev, BERT-base teacher, 4-layer and 2-layer students "
-                "(papers.md §7; MRPC and SST-2 accuracy, STS-B Pearson)")
+PAPER_SOURCE = (f"{papers.source('passban2021alpkd', 'dev_4layer')} and 2-layer students, BERT-base teacher; "
+                "MRPC and SST-2 accuracy, STS-B Pearson")
 NAMES = pkd.NAMES + ["ALP-KD"]
 
 
-def table(results: dict, profile: Profile, task: str, metric: str | None = None):
-    return layerwise.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric)
+def table(results: dict, profile: Profile, task: str, metric: str | None = None, paper: bool = True):
+    return layerwise.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric,
+                           PAPER_SOURCE if paper else None)
 
 
 def gain_over_pkd(results: dict, profile: Profile, metric: str | None = None):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import settings
+from .. import papers, settings
 from ..config import BiLSTM, Experiment, TangAugment
 from ..profiles import Profile
 from . import teacher
@@ -129,6 +129,28 @@ def ablation_base(profile: Profile) -> str:
     return f"BiLSTM_SOFT, augmented (n_iter {s.n_iter})"
 
 
+def augmentation_examples(profile: Profile, n_iter: int = 4, count: int = 4, min_words: int = 8) -> list | None:
+    """What the augmenter makes of the first ``count`` training sentences of at least ``min_words`` words
+    (``n_iter`` samples each), as a stored measurement record: ``[{"index", "original", "samples"}]``, or
+    ``None`` where neither the data nor a stored record is here."""
+    from ..runner import split_data
+    from . import stored_measurement
+
+    exp = teacher(profile, TASK)
+
+    def compute() -> dict:
+        train = split_data(exp, "train")
+        picks = [i for i, t in enumerate(train.text_a) if len(t.split()) >= min_words][:count]
+        made = augment(n_iter).make(seed=0).examples(train, picks)
+        return {"examples": [{"index": i, "original": orig[0], "samples": [s[0] for s in samples]}
+                             for i, (orig, samples) in zip(picks, made)]}
+
+    config = {"task": TASK, "data": exp.data, "train_size": exp.train_size, "augment": augment(n_iter).hash_dict(),
+              "count": count, "min_words": min_words}
+    rec = stored_measurement("augmentation_examples", CHAPTER, profile.name, config, compute)
+    return None if rec is None else rec["examples"]
+
+
 def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
     """Size/speed records (Tang et al.'s Table 2) for the teacher and the BiLSTM: whole SST-2 training set,
     batch 512; one record per device that is here, or whose record was stored on another machine."""
@@ -147,12 +169,18 @@ def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = Fa
     return records
 
 
-#: The paper's figures (shared/reference/papers.md §2; GLUE test server, teacher BERT-large; the student
-#: BiLSTM on word2vec). MRPC is not among the paper's tasks.
+#: The paper's figures (kdlib/papers.yaml: Tang et al.'s Table 1, GLUE test server, teacher BERT-large; the
+#: student a BiLSTM on word2vec). MRPC is not among the paper's tasks.
 def paper(profile: Profile) -> dict:
-    return {"teacher": "94.9 (BERT-large)", "BiLSTM, labels only": "86.7",
-            f"BiLSTM_SOFT, augmented (n_iter {setting(profile).n_iter})": "90.7 (n_iter 20)"}
+    sst2 = lambda row: papers.figure("tang2019distilling", "glue_test", row, "SST-2").value
+    return {"teacher": f"{sst2('BERT-large')} (BERT-large)", "BiLSTM, labels only": sst2("BiLSTM, no distillation"),
+            f"BiLSTM_SOFT, augmented (n_iter {setting(profile).n_iter})":
+                f"{sst2('BiLSTM_SOFT (distilled, n_iter 20)')} (n_iter 20)"}
 
 
 PAPER_LABEL = "paper: SST-2 test acc"
-PAPER_SPEED = {"teacher": ("BERT-large", 335e6, 1060.0), "BiLSTM": ("BiLSTM_SOFT", 0.96e6, 2.44)}
+PAPER_SOURCE = papers.source("tang2019distilling", "glue_test")
+_SPEED = lambda row: tuple(papers.figure("tang2019distilling", "size_speed", row, c).value for c in ("params", "seconds"))
+#: model → (the paper's model, its parameters, its seconds over SST-2 train), from kdlib/papers.yaml
+PAPER_SPEED = {"teacher": ("BERT-large", *_SPEED("BERT-large")), "BiLSTM": ("BiLSTM_SOFT", *_SPEED("BiLSTM_SOFT"))}
+PAPER_SPEED_SOURCE = papers.source("tang2019distilling", "size_speed")

@@ -6,6 +6,7 @@ seeds); and a small grid over T and α on the first seed.
 """
 from __future__ import annotations
 
+from .. import papers
 from . import seeds, teacher
 
 TASK = "sst2"
@@ -48,11 +49,13 @@ def plan(profile) -> dict:
     return rows
 
 
-#: The paper's figures, from shared/reference/papers.md §1, where the sheet marks them as *recalled*
-#: (MNIST test errors out of 10,000; a different task and model family from ours).
+#: The paper's figures (MNIST test errors out of 10,000; a different task and model family from ours), from
+#: kdlib/papers.yaml, where they are marked as recalled.
+_MNIST = lambda row: papers.figure("hinton2015distilling", "mnist", row).value
 PAPER = {
-    "teacher": "67 (large net)",
-    "student, labels only": "146 (small net)",
-    f"student, KD T={T_MAIN:g} α={ALPHA_MAIN:g}": "74 (small net, T = 20)",
+    "teacher": f"{_MNIST('large net (teacher)')} (large net)",
+    "student, labels only": f"{_MNIST('small net, labels only')} (small net)",
+    f"student, KD T={T_MAIN:g} α={ALPHA_MAIN:g}": f"{_MNIST('small net, distilled at T = 20')} (small net, T = 20)",
 }
+PAPER_SOURCE = papers.source("hinton2015distilling", "mnist")
 PAPER_LABEL = "paper: MNIST test errors"

@@ -63,17 +63,28 @@ def seeds_of(profile: Profile, chapter: str, task: str, depth: int, method: str,
 
 
 def table(results: dict, profile: Profile, task: str, names: list, paper: dict, paper_depths: tuple,
-          metric: str | None = None):
+          metric: str | None = None, paper_source: str | None = None):
     """Dev score (mean ± std over seeds) of each method (rows) at each student depth (columns), with the
-    paper's figure for the matching depth rank beside."""
+    paper's figure for the matching depth rank beside (when ``paper_source`` is given), as a captioned
+    :class:`~kdlib.report.Table` naming the task, the metric, the teacher's score and the setting."""
     from .. import report
+    from ..data import get_task
 
     depths = setting(profile).depths
     df = report.pivot(results, names, depths, lambda name, d: row(task, d, name), metric)
     df.columns = [layers(d) for d in depths]
-    for rank, d in enumerate(paper_depths[:len(depths)]):
-        df[f"paper, {layers(d)}"] = [paper.get((task, rank, name), "") for name in names]
-    return df
+    if paper_source is not None:
+        for rank, d in enumerate(paper_depths[:len(depths)]):
+            df[f"paper, {layers(d)}"] = [paper.get((task, rank, name), "") for name in names]
+    recs = results[row(task, depths[0], names[0])]
+    metric = metric or report.main_metric(recs)
+    teacher = results[f"{task} · teacher"][0]["best"][metric]
+    what = f"{get_task(task).folder} dev {metric} by student depth (teacher: {teacher:.1f})"
+    caption = report.caption(recs, what)
+    if paper_source is not None:
+        their_teacher = paper.get((task, 0, "teacher"))
+        caption += f" Paper columns: {paper_source}" + (f"; the paper's teacher: {their_teacher}." if their_teacher else ".")
+    return report.Table(df, caption, key=f"{task}-{metric}-{'paper' if paper_source else 'ours'}")
 
 
 def differences(results: dict, profile: Profile, pairs: list, metric: str | None = None):

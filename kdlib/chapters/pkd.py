@@ -20,6 +20,7 @@ The ALP-KD chapter (:mod:`kdlib.chapters.alp`) reuses these rows.
 """
 from __future__ import annotations
 
+from .. import papers
 from ..profiles import Profile
 from . import layerwise
 from .layerwise import row, seeds_of, setting
@@ -60,20 +61,28 @@ def plan(profile: Profile) -> dict:
 
 
 #: GLUE *test* figures of the paper (BERT-base teacher; students of 6 and 3 layers, set beside our larger
-#: (rank 0) and smaller (rank 1) student), from shared/reference/papers.md §3, marked there as recalled.
-#: The sheet gives one PKD figure per setting, the paper's better mapping (PKD-Skip beat PKD-Last slightly),
-#: so it stands on the PKD-Skip row.
-PAPER = {
-    ("sst2", 0, "PKD-Skip"): "92.0", ("sst2", 1, "PKD-Skip"): "87.5",
-    ("mrpc", 0, "PKD-Skip"): "85.0 F1 / 79.9 acc", ("mrpc", 1, "PKD-Skip"): "80.7 F1 / 72.5 acc",
-}
+#: (rank 0) and smaller (rank 1) student), from kdlib/papers.yaml, marked there as recalled. The paper
+#: gives one PKD figure per setting, its better mapping (PKD-Skip beat PKD-Last slightly), so it stands on
+#: the PKD-Skip row.
+def _paper() -> dict:
+    fig = lambda row, col: papers.figure("sun2019patient", "glue_test", row, col).value
+    out = {}
+    for rank, row in enumerate(("BERT6-PKD", "BERT3-PKD")):
+        out[("sst2", rank, "PKD-Skip")] = fig(row, "SST-2")
+        f1, acc = fig(row, "MRPC").split("/")
+        out[("mrpc", rank, "PKD-Skip")] = f"{f1} F1 / {acc} acc"
+    return out
+
+
+PAPER = _paper()
 PAPER_DEPTHS = (6, 3)
-PAPER_SOURCE = "Sun et al. 2019, GLUE test, BERT-base teacher (papers.md §3, recalled): BERT6-PKD and BERT3-PKD"
+PAPER_SOURCE = f"{papers.source('sun2019patient', 'glue_test')}, BERT-base teacher: BERT6-PKD and BERT3-PKD"
 NAMES = ["fine-tuned on labels", "vanilla KD", "PKD-Last", "PKD-Skip"]
 
 
-def table(results: dict, profile: Profile, task: str, metric: str | None = None):
-    return layerwise.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric)
+def table(results: dict, profile: Profile, task: str, metric: str | None = None, paper: bool = True):
+    return layerwise.table(results, profile, task, NAMES, PAPER, PAPER_DEPTHS, metric,
+                           PAPER_SOURCE if paper else None)
 
 
 differences = layerwise.differences
