@@ -88,5 +88,14 @@ def tables():
     for paper, p in _load()["papers"].items():
         for name in p["tables"]:
             info = table_info(paper, name)
-            df = pd.DataFrame.from_dict(info["rows"], orient="index", columns=info["columns"])
-            yield info, df.fillna("–")
+            rows = {r: [_as_printed(v) for v in values] for r, values in info["rows"].items()}
+            yield info, pd.DataFrame.from_dict(rows, orient="index", columns=info["columns"])
+
+
+def _as_printed(v) -> str:
+    """A figure as a paper prints it: strings as they are, 335e6 as "335M", 1060.0 as "1060", none as "–"."""
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v:g}"

@@ -21,12 +21,13 @@ class Table:
     metric, setting), and the same caption above the table in plain text. Both are deterministic (a fixed
     element id, no memory addresses), so nbval can compare them.
 
-    ``df`` is shown as given (format numbers before, one rounding per column); a default 0…N index is hidden."""
+    Strings are shown as given; numbers with ``precision`` decimals (one rounding for the whole table, or format
+    them before). A default 0…N index is hidden."""
 
-    def __init__(self, df: pd.DataFrame, caption: str, key: str | None = None):
+    def __init__(self, df: pd.DataFrame, caption: str, key: str | None = None, precision: int = 2):
         import re
 
-        self.df, self.caption = df, caption
+        self.df, self.caption, self.precision = df, caption, precision
         self.key = key or re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] or "table"
 
     def _plain_index(self) -> bool:
@@ -34,6 +35,7 @@ class Table:
 
     def _repr_html_(self) -> str:
         styler = self.df.style.set_caption(self.caption).set_uuid(self.key).set_table_attributes('class="dataframe"')
+        styler = styler.format(precision=self.precision)  # numbers not formatted by the caller: one rounding
         styler = styler.set_table_styles([{"selector": "caption", "props": "caption-side: top; text-align: left; "
                                            "font-weight: 600; padding-bottom: 0.4em;"}])
         if self._plain_index():
