@@ -195,3 +195,47 @@ def alp_kd(student_logits, teacher_logits, labels, student_cls, teacher_cls, T: 
         kd_kl(student_logits, teacher_logits, T)
     return (beta * hard_loss(student_logits, labels) + eta * soft
             + lam * alp_loss(student_cls, teacher_cls, scaled))
+
+
+# ---------------------------------------------------------------------------------------------------
+# TinyBERT (Jiao et al. 2020, Findings of EMNLP): every mapped layer's hidden states (all tokens, through a
+# trainable projection W from the student's width to the teacher's), its attention scores before the
+# softmax, the embedding output, and the prediction layer. ``mask`` is the attention mask, (batch, seq),
+# 1 for real tokens: padded positions are left out of every mean.
+# ---------------------------------------------------------------------------------------------------
+def tinybert_hidden(student_projected: torch.Tensor, teacher_hidden: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{MSE}(H_s W_h, H_t)` over the real tokens of one mapped layer: the mean over real tokens and
+    hidden units of the squared difference. Inputs (batch, seq, teacher width); the student's states are
+    already projected (``W_h`` belongs to the run, see the TinyBERT objective). The embedding loss
+    :math:`L_{embd} = \mathrm{MSE}(E_s W_e, E_t)` is the same function on layer 0."""
+    if student_projected.shape != teacher_hidden.shape:
+        raise KDLibError(f"hidden states of shape {tuple(student_projected.shape)} and "
+                         f"{tuple(teacher_hidden.shape)}: project the student's to the teacher's width first")
+    real = mask.to(student_projected.dtype).unsqueeze(-1)  # (batch, seq, 1)
+    sq = (student_projected - teacher_hidden).pow(2) * real
+    return sq.sum() / (real.sum() * student_projected.size(-1)).clamp_min(1)
+
+
+def tinybert_attention(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+    r""":math:`\frac{1}{h}\sum_{heads}\mathrm{MSE}(A_s, A_t)` on the *unnormalised* attention scores
+    :math:`QK^\top/\sqrt{d}` of one mapped layer, over the (query, key) pairs of real tokens only. Inputs
+    (batch, heads, seq, seq); the student needs the teacher's number of heads."""
+    if student_scores.shape != teacher_scores.shape:
+        raise KDLibError(f"attention scores of shape {tuple(student_scores.shape)} and "
+                         f"{tuple(teacher_scores.shape)}: the student needs the teacher's number of heads "
+                         f"({teacher_scores.size(1)}) for the attention loss")
+    m = mask.to(student_scores.dtype)
+    pairs = (m.unsqueeze(-1) * m.unsqueeze(-2)).unsqueeze(1)  # (batch, 1, seq, seq): both tokens real
+    sq = (student_scores - teacher_scores).pow(2) * pairs
+    return sq.sum() / (pairs.sum() * student_scores.size(1)).clamp_min(1)
+
+
+def tinybert_prediction(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    r"""TinyBERT's prediction loss, the soft cross-entropy :math:`-\sum_i q^t_i \log q^s_i` at temperature
+    ``T`` (1 in the paper), batch mean (its code also averages over the classes, a factor 1/K; see
+    :func:`kd_scaling_conventions`). For one regression output (STS-B) it is the MSE of the predictions."""
+    if student_logits.size(-1) == 1:
+        return F.mse_loss(student_logits, teacher_logits)
+    return soft_cross_entropy(student_logits, teacher_logits, T)

@@ -8,7 +8,9 @@ of both, since the soft-label loss already covers it. ALP-KD (Passban et al. 202
 each student layer attends over all teacher layers (:func:`attention`, a soft map per example), and
 :func:`draw` shows those weights, averaged over a data set, the same way it shows a fixed map.
 
-TinyBERT's chapter maps embeddings (0 → 0) and uniform layers with the same functions.
+TinyBERT (Jiao et al. 2020) maps every student layer, the embedding output included (0 → 0): *uniform*
+(student layer m learns from teacher layer m·L_t/L_s, the last from the last), and, as the paper's
+ablations, *top* (the teacher's last layers) and *bottom* (its first layers).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import KDLibError, check_choice
 
-KINDS = ("skip", "last", "given")
+KINDS = ("skip", "last", "uniform", "top", "bottom", "given")
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,6 @@ def check_mapping(pairs, student_depth: int, teacher_depth: int) -> None:
     """One clear error for a map that cannot apply to these depths."""
     if student_depth < 1 or teacher_depth < 1:
         raise KDLibError(f"depths must be >= 1, got student {student_depth}, teacher {teacher_depth}")
-    if len(pairs) > student_depth:
-        raise KDLibError(f"a mapping of {len(pairs)} pairs is longer than the student's depth {student_depth}")
     seen = set()
     for s, t in pairs:
         if not 0 <= s <= student_depth:
@@ -87,6 +87,36 @@ def last(student_depth: int, teacher_depth: int, include_last: bool = False) -> 
     return LayerMap(tuple((j, j + offset) for j in range(1, top + 1)), student_depth, teacher_depth, "last")
 
 
+def _deeper(student_depth: int, teacher_depth: int) -> None:
+    if student_depth > teacher_depth:
+        raise KDLibError(f"a student of {student_depth} layers is deeper than its teacher of {teacher_depth}")
+
+
+def uniform(student_depth: int, teacher_depth: int) -> LayerMap:
+    """TinyBERT's map g(m) = m·L_t/L_s for every student layer, the embeddings included (0 → 0): with 6 → 3,
+    0←0, 1←2, 2←4, 3←6. The teacher's depth must be a multiple of the student's."""
+    _deeper(student_depth, teacher_depth)
+    if teacher_depth % student_depth:
+        raise KDLibError(f"a uniform map needs the teacher's depth ({teacher_depth}) to be a multiple of the "
+                         f"student's ({student_depth}); valid choices: top, bottom, given")
+    step = teacher_depth // student_depth
+    return LayerMap(tuple((m, m * step) for m in range(student_depth + 1)), student_depth, teacher_depth, "uniform")
+
+
+def top(student_depth: int, teacher_depth: int) -> LayerMap:
+    """The embeddings and the teacher's last layers (TinyBERT's "top" ablation): with 6 → 3, 0←0, 1←4, 2←5, 3←6."""
+    _deeper(student_depth, teacher_depth)
+    offset = teacher_depth - student_depth
+    return LayerMap(((0, 0),) + tuple((m, m + offset) for m in range(1, student_depth + 1)), student_depth,
+                    teacher_depth, "top")
+
+
+def bottom(student_depth: int, teacher_depth: int) -> LayerMap:
+    """The embeddings and the teacher's first layers (TinyBERT's "bottom" ablation): with 6 → 3, 0←0, 1←1, 2←2, 3←3."""
+    _deeper(student_depth, teacher_depth)
+    return LayerMap(tuple((m, m) for m in range(student_depth + 1)), student_depth, teacher_depth, "bottom")
+
+
 def given(pairs, student_depth: int, teacher_depth: int) -> LayerMap:
     """A user-given list of ``(student layer, teacher layer)`` pairs."""
     return LayerMap(tuple(pairs), student_depth, teacher_depth, "given")
@@ -107,7 +137,8 @@ def make(kind: str, student_depth: int, teacher_depth: int, pairs=None) -> Layer
         if pairs is None:
             raise KDLibError("a 'given' layer mapping needs its pairs")
         return given(pairs, student_depth, teacher_depth)
-    return {"skip": skip, "last": last}[kind](student_depth, teacher_depth)
+    return {"skip": skip, "last": last, "uniform": uniform, "top": top, "bottom": bottom}[kind](student_depth,
+                                                                                           teacher_depth)
 
 
 def draw(mapping, ax=None, title: str = "", teacher_depth: int | None = None):

@@ -126,3 +126,57 @@ def test_bad_temperature(T):
 def test_bad_alpha(alpha):
     with pytest.raises(KDLibError, match=r"alpha must be in \[0, 1\]"):
         losses.hinton_kd(S_ZERO, T_LOG, torch.tensor([0]), T=2, alpha=alpha)
+
+
+# --- TinyBERT ------------------------------------------------------------------------------------------
+# Golden values by hand. Hidden: one sentence of two tokens, the second padding; student [1, 2] against
+# teacher [0, 0] on the real token gives (1 + 4) / 2 = 2.5, whatever the padded token holds. Attention: one
+# head, scores S = [[1, 5], [7, 9]] against A = [[0, 2], [3, 4]]: with both tokens real the mean of
+# 1, 9, 16, 25 is 12.75; with the second token padded only the pair (0, 0) counts: 1. A second head that
+# matches exactly halves the loss (the mean over heads).
+def test_tinybert_hidden_golden_and_padding_left_out():
+    s = torch.tensor([[[1.0, 2.0], [100.0, -100.0]]])
+    t = torch.zeros(1, 2, 2)
+    assert close(losses.tinybert_hidden(s, t, torch.tensor([[1, 0]])), 2.5)
+    assert close(losses.tinybert_hidden(s, t, torch.tensor([[1, 1]])), (1 + 4 + 10000 + 10000) / 4)
+    with pytest.raises(KDLibError, match=r"project the student's to the teacher's width first"):
+        losses.tinybert_hidden(torch.zeros(1, 2, 3), t, torch.tensor([[1, 1]]))
+
+
+def test_tinybert_attention_golden_and_padding_left_out():
+    S = torch.tensor([[[[1.0, 5.0], [7.0, 9.0]]]])
+    A = torch.tensor([[[[0.0, 2.0], [3.0, 4.0]]]])
+    assert close(losses.tinybert_attention(S, A, torch.tensor([[1, 1]])), 12.75)
+    assert close(losses.tinybert_attention(S, A, torch.tensor([[1, 0]])), 1.0)
+    two_heads_s, two_heads_a = torch.cat([S, A], dim=1), torch.cat([A, A], dim=1)
+    assert close(losses.tinybert_attention(two_heads_s, two_heads_a, torch.tensor([[1, 1]])), 12.75 / 2)
+    with pytest.raises(KDLibError, match=r"the student needs the teacher's number of heads \(2\)"):
+        losses.tinybert_attention(S, two_heads_a, torch.tensor([[1, 1]]))
+
+
+def test_tinybert_attention_is_zero_for_a_student_that_copies_the_teacher():
+    """A student that copies the teacher's layers has the teacher's attention scores: L_attn = 0."""
+    from kdlib.models import capture_attention_scores, fresh_student
+
+    teacher = fresh_student(200, 2, layers=2, hidden=32, heads=4, seed=0).eval()
+    ids = torch.tensor([[101, 7, 8, 102, 0], [101, 9, 102, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad(), capture_attention_scores(teacher) as got_t:
+        teacher(input_ids=ids, attention_mask=mask)
+    student = fresh_student(200, 2, layers=2, hidden=32, heads=4, seed=1).eval()
+    student.load_state_dict(teacher.state_dict())  # copies every teacher layer
+    uncopied = fresh_student(200, 2, layers=2, hidden=32, heads=4, seed=1).eval()
+    with torch.no_grad(), capture_attention_scores(uncopied) as got_u:
+        uncopied(input_ids=ids, attention_mask=mask)
+    with torch.no_grad(), capture_attention_scores(student) as got_s:
+        student(input_ids=ids, attention_mask=mask)
+    assert len(got_s) == len(got_t) == 2
+    for a_s, a_t, a_u in zip(got_s, got_t, got_u):
+        assert losses.tinybert_attention(a_s, a_t, mask).item() == 0.0
+        assert losses.tinybert_attention(a_u, a_t, mask).item() > 0.0
+
+
+def test_tinybert_prediction_golden():
+    # -(3/4 ln 1/2 + 1/4 ln 1/2) = ln 2 against the uniform student, batch mean
+    assert close(losses.tinybert_prediction(S_ZERO, T_LOG), math.log(2))
+    assert close(losses.tinybert_prediction(torch.tensor([[1.0]]), torch.tensor([[3.0]])), 4.0)  # STS-B: MSE

@@ -29,10 +29,11 @@ def test_given_mapping_and_matrix():
 @pytest.mark.parametrize("call,msg", [
     (lambda: mapping.given([(1, 7)], 3, 6), "teacher layer 7 is out of range; valid layers: 0..6"),
     (lambda: mapping.given([(4, 2)], 3, 6), "student layer 4 is out of range; valid layers: 0..3"),
-    (lambda: mapping.given([(0, 0), (1, 2), (2, 4), (3, 6)], 3, 6),
-     "a mapping of 4 pairs is longer than the student's depth 3"),
     (lambda: mapping.given([(1, 2), (1, 3)], 3, 6), "student layer 1 is mapped twice"),
-    (lambda: mapping.make("uniform", 3, 6), "unknown layer mapping 'uniform'; valid choices: skip, last, given"),
+    (lambda: mapping.make("diagonal", 3, 6),
+     "unknown layer mapping 'diagonal'; valid choices: skip, last, uniform, top, bottom, given"),
+    (lambda: mapping.uniform(4, 6), r"a uniform map needs the teacher's depth \(6\) to be a multiple of the student's \(4\)"),
+    (lambda: mapping.top(7, 6), "a student of 7 layers is deeper than its teacher of 6"),
     (lambda: mapping.skip(8, 6), "a student of 8 layers is deeper than its teacher of 6"),
 ])
 def test_bad_mappings(call, msg):
@@ -168,3 +169,13 @@ def test_model_without_hidden_states_is_refused():
     bare = SequenceClassifierOutput(logits=batch["teacher_logits"].clone())
     with pytest.raises(KDLibError, match="the model returned no hidden states"):
         make_objective("pkd").loss(bare, batch)
+
+
+def test_tinybert_maps_include_the_embeddings():
+    """TinyBERT's uniform map covers the embedding layer (0 → 0) and ends at the teacher's last layer."""
+    assert mapping.uniform(3, 6).pairs == ((0, 0), (1, 2), (2, 4), (3, 6))
+    assert mapping.uniform(4, 12).pairs == ((0, 0), (1, 3), (2, 6), (3, 9), (4, 12))  # TinyBERT4 of BERT-base
+    assert mapping.top(3, 6).pairs == ((0, 0), (1, 4), (2, 5), (3, 6))
+    assert mapping.bottom(2, 6).pairs == ((0, 0), (1, 1), (2, 2))
+    assert mapping.make("uniform", 2, 6).teacher_layers == [0, 3, 6]
+    assert mapping.given([(0, 0), (1, 2), (2, 4), (3, 6)], 3, 6).student_layers == [0, 1, 2, 3]
