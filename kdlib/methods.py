@@ -162,6 +162,92 @@ class ALPKD(_LayerObjective):
                              self.eta, self.lam, self.scaled)
 
 
+class TinyBERT(Objective):
+    r"""TinyBERT's losses (Jiao et al. 2020) over a layer map that includes the embeddings (0 → 0):
+    :math:`\sum_{(m, n)} \big(a\,L_{attn}^{m,n} + h\,L_{hidn}^{m,n}\big) + e\,L_{embd} + p\,L_{pred}`.
+
+    ``stage`` picks the terms: ``"intermediate"`` (attention, hidden states and embeddings: general
+    distillation and the first stage of task distillation), ``"prediction"`` (the soft cross-entropy at
+    ``T``: the second stage), or ``"all"``. The projections :math:`W_e` (embeddings) and :math:`W_h` (every
+    mapped layer) from the student's width to the teacher's belong to the run: they are trained with the
+    student, saved and restored with it. Weights 0 leave a term out (the paper's ablations)."""
+
+    student_kwargs = {"output_hidden_states": True}
+    #: the most it reads; an instance reads what its stage needs (``self.teacher_quantities``)
+    teacher_quantities = ("hidden", "attention_scores", "logits")
+
+    def __init__(self, stage: str = "intermediate", mapping: str = "uniform", attn: float = 1.0,
+                 hidn: float = 1.0, embd: float = 1.0, pred: float = 1.0, T: float = 1.0):
+        check_choice("TinyBERT stage", stage, ("intermediate", "prediction", "all"))
+        check_choice("TinyBERT layer mapping", mapping, ("uniform", "top", "bottom"))
+        self.stage, self.mapping = stage, mapping
+        self.w = {n: losses.check_nonnegative(n, v) for n, v in
+                  (("attn", attn), ("hidn", hidn), ("embd", embd), ("pred", pred))}
+        self.T = losses.check_temperature(T)
+        self.intermediate = stage in ("intermediate", "all")
+        self.prediction = stage in ("prediction", "all")
+        names = (("hidden", "attention_scores") if self.intermediate else ()) + (("logits",) if self.prediction else ())
+        self.teacher_quantities = names
+        self._map = None
+
+    def build_modules(self, student, teacher_config=None) -> dict:
+        if not self.intermediate:
+            return {}
+        if teacher_config is None:
+            raise KDLibError("TinyBERT's intermediate losses need a teacher (its width sizes the projections)")
+        s, t = student.config, teacher_config
+        if self.w["attn"] and s.num_attention_heads != t.num_attention_heads:
+            raise KDLibError(f"the attention loss compares heads one by one: the student has "
+                             f"{s.num_attention_heads} heads, the teacher {t.num_attention_heads}; give the student "
+                             f"{t.num_attention_heads} heads (or attn=0)")
+        return {"proj_embd": torch.nn.Linear(s.hidden_size, t.hidden_size),
+                "proj_hidn": torch.nn.Linear(s.hidden_size, t.hidden_size)}
+
+    def layer_map(self, student_depth: int, teacher_depth: int):
+        if self._map is None or (self._map.student_depth, self._map.teacher_depth) != (student_depth, teacher_depth):
+            self._map = maps.make(self.mapping, student_depth, teacher_depth)
+        return self._map
+
+    def forward(self, student, inputs: dict):
+        from types import SimpleNamespace
+
+        from .models import capture_attention_scores
+
+        if not self.intermediate:
+            return student(**inputs)
+        with capture_attention_scores(student) as scores:
+            out = student(**inputs, **self.student_kwargs)
+        return SimpleNamespace(logits=out.logits, hidden_states=out.hidden_states, attention_scores=scores)
+
+    def terms(self, out, batch) -> dict:
+        """Each weighted term of the loss on one batch (for curves per term)."""
+        got = {}
+        if self.intermediate:
+            mask = batch["attention_mask"]
+            t_hidden, t_scores = batch["teacher_hidden"], batch["teacher_attention_scores"]
+            m = self.layer_map(len(out.hidden_states) - 1, t_hidden.size(1) - 1)
+            zero = out.logits.new_zeros(())
+            got.update(embd=zero, hidn=zero, attn=zero)
+            for s, t in m.pairs:
+                if s == 0:
+                    if self.w["embd"]:
+                        got["embd"] = got["embd"] + losses.tinybert_hidden(
+                            self.modules["proj_embd"](out.hidden_states[0]), t_hidden[:, 0], mask)
+                    continue
+                if self.w["hidn"]:
+                    got["hidn"] = got["hidn"] + losses.tinybert_hidden(
+                        self.modules["proj_hidn"](out.hidden_states[s]), t_hidden[:, t], mask)
+                if self.w["attn"]:
+                    got["attn"] = got["attn"] + losses.tinybert_attention(out.attention_scores[s - 1],
+                                                                          t_scores[:, t - 1], mask)
+        if self.prediction:
+            got["pred"] = losses.tinybert_prediction(out.logits, batch["teacher_logits"], self.T)
+        return {k: self.w[k] * v for k, v in got.items()}
+
+    def loss(self, out, batch):
+        return sum(self.terms(out, batch).values())
+
+
 METHODS: dict[str, type] = {
     "finetune": FineTune,
     "label_smoothing": LabelSmoothing,
@@ -169,6 +255,7 @@ METHODS: dict[str, type] = {
     "logit_mse": LogitMSE,
     "pkd": PatientKD,
     "alp": ALPKD,
+    "tinybert": TinyBERT,
 }
 
 

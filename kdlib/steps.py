@@ -90,6 +90,11 @@ class Objective:
     def loss(self, student_out, batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward(self, student, inputs: dict):
+        """The student's forward pass for :meth:`loss` (an objective that reads more than the model returns,
+        such as attention scores, overrides it)."""
+        return student(**inputs, **self.student_kwargs)
+
     def build_modules(self, student, teacher_config=None) -> dict:
         """Trainable modules besides the student, name → module (none by default)."""
         return {}
@@ -106,9 +111,9 @@ class Objective:
         return {}
 
     def teacher_floats(self, shapes: dict, student_depth: int) -> int:
-        """How many teacher numbers one training example's loss reads (the cost column); ``shapes`` maps each
-        quantity to its per-example shape."""
-        return sum(math.prod(shapes[k]) for k in self.teacher_quantities)
+        """How many cached teacher numbers one training example's loss reads (the cost column); ``shapes`` maps
+        each cached quantity to its per-example shape (live quantities are computed per step, not stored)."""
+        return sum(math.prod(shapes[k]) for k in self.teacher_quantities if k in shapes)
 
 
 class TrainingStep:
@@ -178,7 +183,7 @@ class SingleLossStep(TrainingStep):
     def step(self, batch: dict, accelerator) -> dict:
         inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
         with accelerator.autocast():
-            out = self.student(**inputs, **self.objective.student_kwargs)
+            out = self.objective.forward(self.student, inputs)
             loss = self.objective.loss(out, batch)
         self.update(self.players[0], loss, accelerator)
         return {"loss": loss.item()}

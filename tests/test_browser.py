@@ -2,7 +2,8 @@
 ``chromium-driver``, driven by selenium).
 
 A page fails when an image did not load, when it shows fewer tables or figures than its notebook's outputs
-hold, when math is left untypeset, or when it logs a JavaScript error. A screenshot of every page and the
+hold, when math is left untypeset, when an output of a re-made chapter runs off the right edge of the page,
+or when it logs a JavaScript error. A screenshot of every page and the
 counts the browser saw are saved under ``_build/browser/`` of the book.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ return {
   figures: main.querySelectorAll("div.cell_output img, figure img").length,
   formulas: main.querySelectorAll("mjx-container").length,
   raw_math: ["\\\\(", "\\\\[", "$$"].filter(s => text.includes(s)),
+  too_wide: [...main.querySelectorAll("div.cell_output > div, div.cell_output table")]
+    .filter(e => e.scrollWidth > e.clientWidth + 4).length,
   height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
 };
 """
@@ -102,6 +105,9 @@ def test_every_page_in_a_browser(built_book):
                 problems.append(f"{where}: untypeset math {got['raw_math']}")
             if errors:
                 problems.append(f"{where}: JavaScript errors {errors}")
+            seen[chapter.key]["outputs wider than the page"] = got["too_wide"]
+            if got["too_wide"] and chapter.current:
+                problems.append(f"{where}: {got['too_wide']} output(s) run off the right edge of the page")
             if chapter.notebook.endswith(".ipynb"):
                 want = _expected(chapter.notebook)
                 for kind in ("tables", "figures"):

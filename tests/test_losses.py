@@ -180,3 +180,52 @@ def test_tinybert_prediction_golden():
     # -(3/4 ln 1/2 + 1/4 ln 1/2) = ln 2 against the uniform student, batch mean
     assert close(losses.tinybert_prediction(S_ZERO, T_LOG), math.log(2))
     assert close(losses.tinybert_prediction(torch.tensor([[1.0]]), torch.tensor([[3.0]])), 4.0)  # STS-B: MSE
+
+
+def test_tinybert_objective_trains_its_projections_and_reads_a_live_teacher(store):
+    """Intermediate-stage TinyBERT on the smoke profile: a narrower fresh student with the teacher's heads,
+    W_e and W_h trained with it, the teacher's hidden states and attention scores read live."""
+    from kdlib.config import Experiment, FreshBert
+    from kdlib.methods import make_objective
+    from kdlib.runner import run
+
+    base = dict(chapter="test", profile="smoke", task="sst2", data="synthetic", train_size=48, dev_size=16,
+                epochs=1, lr=1e-3, batch_size=16, max_length=20, seed=0)
+    teacher = Experiment(method="finetune", model=FreshBert("minilm-l6", 2, 48, 4), chapter="teachers",
+                         keep_model=True, **{k: v for k, v in base.items() if k != "chapter"})
+    student = Experiment(method="tinybert", model=FreshBert("minilm-l6", 1, 24, 4), teacher=teacher,
+                         hparams={"stage": "all"}, **base)
+    rec = run(student)
+    assert rec["history"] and 0 <= rec["best"]["accuracy"] <= 100 and rec["teacher"]["hash"] == teacher.hash
+    obj = make_objective("tinybert", {"stage": "prediction"})
+    assert obj.teacher_quantities == ("logits",) and obj.build_modules(None) == {}
+    with pytest.raises(KDLibError, match=r"the student has 2 heads, the teacher 4; give the student 4 heads"):
+        run(student.replace(model=FreshBert("minilm-l6", 1, 24, 2)))
+    with pytest.raises(KDLibError, match=r"unknown TinyBERT stage 'both'; valid choices: intermediate, prediction, all"):
+        make_objective("tinybert", {"stage": "both"})
+
+
+def test_tinybert_terms_reach_the_projections():
+    """Every intermediate term is positive for an untrained student and its gradient reaches W_e and W_h."""
+    from kdlib.methods import make_objective
+    from kdlib.models import fresh_student
+    from kdlib.teachers import forward_quantities
+
+    obj = make_objective("tinybert", {"stage": "intermediate"})
+    student = fresh_student(100, 2, layers=1, hidden=24, heads=4, seed=0)
+    teacher = fresh_student(100, 2, layers=2, hidden=48, heads=4, seed=1).eval()
+    obj.modules = torch.nn.ModuleDict(obj.build_modules(student, teacher.config))
+    inputs = {"input_ids": torch.tensor([[1, 5, 6, 2, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
+    with torch.no_grad():
+        t = forward_quantities(teacher, inputs, ("hidden", "attention_scores"))
+    batch = {"attention_mask": inputs["attention_mask"], "teacher_hidden": t["hidden"],
+             "teacher_attention_scores": t["attention_scores"]}
+    terms = obj.terms(obj.forward(student, inputs), batch)
+    assert set(terms) == {"embd", "hidn", "attn"} and all(v.item() > 0 for v in terms.values())
+    assert obj.layer_map(1, 2).pairs == ((0, 0), (1, 2))
+    sum(terms.values()).backward()
+    for name in ("proj_embd", "proj_hidn"):
+        assert obj.modules[name].weight.grad.abs().sum() > 0, name
+    no_embd = make_objective("tinybert", {"embd": 0.0})
+    no_embd.modules = obj.modules
+    assert no_embd.terms(no_embd.forward(student, inputs), batch)["embd"].item() == 0.0
