@@ -156,3 +156,96 @@ class TangAugmenter:
         words, tags, pools = self.tagged(data, tagger)
         return [(tuple(" ".join(side[i]) for side in words),
                  self.samples(i, words, tags, pools, random.Random(f"{self.seed}:{i}"))) for i in indices]
+
+
+# ---------------------------------------------------------------------------------------------------
+# TinyBERT (Jiao et al. 2020, Algorithm 1): each word, with probability p_t, becomes one of K candidates —
+# a masked LM's predictions for a word that is one WordPiece, the nearest neighbours in a word-vector table
+# for a word of several pieces. N_a samples per sentence.
+# ---------------------------------------------------------------------------------------------------
+class WordCandidates:
+    """Replacement candidates for a word in its sentence, as TinyBERT's augmenter draws them.
+
+    ``mlm_topk(words, i, k)`` returns a masked LM's ``k`` best whole words for position ``i`` (the word masked);
+    multi-piece words get the ``k`` nearest whole-word tokens to the mean of their pieces' vectors in
+    ``embeddings`` (vocabulary × width; the paper uses GloVe, kdlib the teacher's input-embedding table)."""
+
+    def __init__(self, tokenizer, embeddings, mlm_topk=None):
+        import torch
+
+        self.tok, self.mlm_topk = tokenizer, mlm_topk
+        vocab = tokenizer.get_vocab()
+        words = sorted((i, w) for w, i in vocab.items() if w.isalpha() and not w.startswith("##"))
+        self.word_ids = torch.tensor([i for i, _ in words])
+        self.words = [w for _, w in words]
+        table = embeddings.detach().float()
+        self.table = table
+        self.unit = torch.nn.functional.normalize(table[self.word_ids], dim=-1)
+
+    def pieces(self, word: str) -> list:
+        return self.tok.tokenize(word)
+
+    def neighbours(self, word: str, k: int) -> list:
+        import torch
+
+        ids = self.tok.convert_tokens_to_ids(self.pieces(word))
+        v = torch.nn.functional.normalize(self.table[ids].mean(0), dim=-1)
+        sims = self.unit @ v
+        best = sims.topk(min(k + 1, len(self.words))).indices.tolist()
+        return [self.words[j] for j in best if self.words[j] != word.lower()][:k]
+
+    def __call__(self, words: list, i: int, k: int) -> list:
+        if len(self.pieces(words[i])) == 1:
+            if self.mlm_topk is None:
+                return []
+            return [w for w in self.mlm_topk(words, i, k + 1) if w != words[i].lower()][:k]
+        return self.neighbours(words[i], k)
+
+
+@dataclass(frozen=True)
+class TinyBertAugmenter:
+    p_t: float = 0.4
+    k: int = 15
+    n_aug: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.p_t <= 1:
+            raise KDLibError(f"p_t must be in [0, 1], got {self.p_t}")
+        for name in ("k", "n_aug"):
+            value, low = getattr(self, name), 1 if name == "k" else 0
+            if int(value) != value or value < low:
+                raise KDLibError(f"{name} must be an integer >= {low}, got {value}")
+
+    def sample(self, words: list, candidates, rng: random.Random) -> list:
+        """One augmented sentence: each word replaced with probability p_t by one of its K candidates."""
+        out = list(words)
+        for i in range(len(words)):
+            if rng.random() < self.p_t:
+                options = candidates(words, i, self.k)
+                if options:
+                    out[i] = rng.choice(options)
+        return out
+
+    def samples(self, words: list, candidates, rng: random.Random) -> list:
+        """Up to ``n_aug`` new, distinct sentences (the original and repeats dropped)."""
+        seen, out = {" ".join(words)}, []
+        for _ in range(self.n_aug):
+            s = " ".join(self.sample(words, candidates, rng))
+            if s not in seen:
+                seen.add(s)
+                out.append(s)
+        return out
+
+    def augment(self, data: TaskData, candidates) -> TaskData:
+        """The augmented transfer set of single sentences (new examples only; labels copied for reference)."""
+        if data.text_b is not None:
+            raise KDLibError("TinyBERT's augmenter takes single sentences; a pair task is augmented side by side "
+                             "by the chapter")
+        rng = random.Random(self.seed)
+        new, labels = [], []
+        for text, label in zip(data.text_a, data.labels):
+            for s in self.samples(text.split(), candidates, rng):
+                new.append(s)
+                labels.append(label)
+        return TaskData(data.task, f"{data.split}+tinybert", new, None, labels, data.source)

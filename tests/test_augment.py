@@ -1,5 +1,6 @@
 import os
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -132,3 +133,62 @@ def test_smoke_data_is_tagged_by_its_own_grammar(monkeypatch):
     assert {"JJ", "NN", "DT"} <= set(pools)
     extra = augment.TangAugmenter(n_iter=2, seed=1).augment(data)
     assert len(extra) > 0
+
+
+# --- TinyBERT's augmenter ---------------------------------------------------------------------------
+def _fake_candidates(words, i, k):
+    return [f"{words[i]}{j}" for j in range(k)]
+
+
+def test_tinybert_augmenter_is_deterministic_and_keeps_the_length():
+    from kdlib.augment import TinyBertAugmenter
+    from kdlib.data import synthetic_task
+
+    data = synthetic_task("sst2", "train", 12)
+    a = TinyBertAugmenter(p_t=0.4, k=3, n_aug=4, seed=7).augment(data, _fake_candidates)
+    b = TinyBertAugmenter(p_t=0.4, k=3, n_aug=4, seed=7).augment(data, _fake_candidates)
+    assert a.text_a == b.text_a and 0 < len(a) <= 4 * len(data)
+    assert TinyBertAugmenter(p_t=0.4, k=3, n_aug=4, seed=8).augment(data, _fake_candidates).text_a != a.text_a
+    aug = TinyBertAugmenter(p_t=0.4, k=3, n_aug=4, seed=7)
+    for text in data.text_a:  # one word in, one word out: the length never changes
+        assert all(len(s.split()) == len(text.split()) for s in aug.samples(text.split(), _fake_candidates, random.Random(1)))
+    assert TinyBertAugmenter(p_t=0.0, n_aug=3).augment(data, _fake_candidates).text_a == []  # nothing new
+    every = TinyBertAugmenter(p_t=1.0, k=2, n_aug=1, seed=0).samples(["a", "b"], _fake_candidates, random.Random(0))
+    assert len(every) == 1 and all(w[:-1] in ("a", "b") and w[-1] in "01" for w in every[0].split())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"p_t": 1.5}, "p_t must be in [0, 1], got 1.5"),
+    ({"n_aug": -1}, "n_aug must be an integer >= 0, got -1"),
+    ({"k": 0}, "k must be an integer >= 1, got 0"),
+])
+def test_tinybert_augmenter_bad_input(kwargs, message):
+    from kdlib.augment import TinyBertAugmenter
+
+    with pytest.raises(KDLibError, match=re.escape(message)):
+        TinyBertAugmenter(**kwargs)
+
+
+def test_word_candidates_from_the_mlm_or_the_embedding_table():
+    """A one-piece word asks the masked LM; a word of several pieces gets its nearest whole words."""
+    import torch
+
+    from kdlib.augment import WordCandidates
+    from kdlib.models import load_tokenizer
+
+    tok = load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    table = torch.randn(tok.vocab_size, 16)
+    asked = []
+
+    def mlm(words, i, k):
+        asked.append(words[i])
+        return ["movie", words[i], "story"][:k]
+
+    cands = WordCandidates(tok, table, mlm)
+    assert cands(["the", "film", "works"], 1, 2) == ["movie", "story"] and asked == ["film"]
+    multi = "unflinchingly"
+    assert len(tok.tokenize(multi)) > 1
+    near = cands([multi], 0, 5)
+    assert len(near) == 5 and all(w.isalpha() and w != multi for w in near) and asked == ["film"]
+    assert near == cands.neighbours(multi, 5)
