@@ -146,6 +146,28 @@ def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None) 
     return read_glue_tsv(spec, folder / spec.folder / f"{spec.splits[split]}.tsv", split)
 
 
+def unlabelled_text(tasks=None, data_dir: str | os.PathLike | None = None) -> dict:
+    """Unlabelled sentences for general distillation (TinyBERT's stage 1; the paper uses English Wikipedia):
+    every sentence of the *training* splits of ``tasks`` (default: every task whose train.tsv the GLUE folder
+    holds), both sides of a pair, stripped and deduplicated in first-seen order. Dev sentences are left out,
+    so that no dev text is seen before evaluation. Returns ``{"sentences": [...], "words": n, "tasks": [...]}``."""
+    folder = glue_dir(data_dir)
+    if folder is None:
+        raise KDLibError("unlabelled text needs a GLUE folder; set KDLIB_GLUE_DIR")
+    names = [t for t in (tasks or TASKS) if (folder / get_task(t).folder / f"{get_task(t).splits['train']}.tsv").is_file()]
+    if not names:
+        raise KDLibError(f"no task's train.tsv under {folder}; valid choices: a folder in the GLUE layout")
+    seen, out = set(), []
+    for t in names:
+        d = load_task(t, "train", folder)
+        for text in d.text_a + (d.text_b or []):
+            text = text.strip()
+            if text and text not in seen:
+                seen.add(text)
+                out.append(text)
+    return {"sentences": out, "words": sum(len(t.split()) for t in out), "tasks": [get_task(t).name for t in names]}
+
+
 def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> TaskData:
     if not path.is_file():
         have = sorted(p.name for p in path.parent.glob("*.tsv")) if path.parent.is_dir() else []

@@ -150,3 +150,25 @@ def test_a_file_that_is_not_utf8_or_a_glue_dir_that_is_a_file(tmp_path, monkeypa
     monkeypatch.setenv("KDLIB_GLUE_DIR", str(tmp_path / "SST-2" / "train.tsv"))
     with pytest.raises(KDLibError, match=r"\(from KDLIB_GLUE_DIR\) is a file, not a folder"):
         load_task("sst2", "train")
+
+
+def test_unlabelled_text_is_every_training_sentence_once(glue_folder):
+    from kdlib.data import unlabelled_text
+
+    got = unlabelled_text(data_dir=glue_folder)
+    assert got["tasks"] == ["sst2", "cola", "mrpc", "rte", "stsb"]
+    assert "hide new secretions" in got["sentences"] and "He agreed ." in got["sentences"]  # both pair sides
+    assert len(got["sentences"]) == len(set(got["sentences"])) and got["words"] == sum(len(s.split()) for s in got["sentences"])
+    assert "it 's a charming journey ." not in got["sentences"]  # no dev sentence
+    assert unlabelled_text(["sst2"], glue_folder)["tasks"] == ["sst2"]
+    with pytest.raises(KDLibError, match="no task's train.tsv under"):
+        unlabelled_text(["qnli"], glue_folder)
+
+
+@pytest.mark.glue
+@needs_glue
+def test_unlabelled_text_of_the_shared_glue_copy():
+    from kdlib.data import unlabelled_text
+
+    got = unlabelled_text()
+    assert len(got["sentences"]) > 80_000 and got["words"] > 1_000_000
