@@ -11,6 +11,8 @@ a new kind (a narrower student, an MLM augmenter) needs no special case in hashi
 * :class:`LayerCopy` — some encoder layers of a checkpoint, as DistilBERT and Patient KD start;
 * :class:`FreshBert` — a randomly initialised BERT of any depth, width, heads and FFN size;
 * :class:`BiLSTM` — Tang et al.'s BiLSTM over a checkpoint's vocabulary;
+* :class:`MaskedLM` — a checkpoint with a masked-LM head (fitted on plain text; TinyBERT's augmenter and
+  MATE-KD's generator);
 * :class:`FromRun` — the trained weights of another experiment (runs start from runs: general
   distillation, then task distillation; the first phase of Annealing KD, then the second).
 
@@ -120,6 +122,21 @@ class BiLSTM(_Tagged):
 
 
 @dataclass(frozen=True)
+class MaskedLM(_Tagged):
+    checkpoint: str
+    tune_layers: int = 0  # top encoder layers trained with the head (0: the encoder stays frozen)
+    kind = "masked_lm"
+
+    def __post_init__(self):
+        if not isinstance(self.tune_layers, int) or isinstance(self.tune_layers, bool) or self.tune_layers < 0:
+            raise KDLibError(f"tune_layers must be an integer >= 0, got {self.tune_layers!r}")
+
+    def describe(self) -> str:
+        top = f", top {self.tune_layers} layer(s) tuned" if self.tune_layers else ", encoder frozen"
+        return f"{self.checkpoint} with a masked-LM head{top}"
+
+
+@dataclass(frozen=True)
 class FromRun(_Tagged):
     run: "Experiment"  # its trained weights (best or last, as that run keeps) are this model's start
     kind = "from_run"
@@ -128,11 +145,14 @@ class FromRun(_Tagged):
     def checkpoint(self) -> str:
         return self.run.model.checkpoint
 
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "run": {"hash": self.run.hash, **self.run.to_dict()}}  # names the run it starts from
+
     def describe(self) -> str:
         return f"the weights of run {self.run.hash} ({self.run.label or self.run.method}: {self.run.model.describe()})"
 
 
-MODEL_KINDS = {c.kind: c for c in (Pretrained, LayerCopy, FreshBert, BiLSTM, FromRun)}
+MODEL_KINDS = {c.kind: c for c in (Pretrained, LayerCopy, FreshBert, BiLSTM, MaskedLM, FromRun)}
 
 
 @dataclass(frozen=True)
@@ -156,7 +176,32 @@ class TangAugment(_Tagged):
         return TangAugmenter(self.p_mask, self.p_pos, self.p_ng, self.n_iter, seed=seed)
 
 
-AUGMENT_KINDS = {c.kind: c for c in (TangAugment,)}
+@dataclass(frozen=True)
+class TinyBertAugment(_Tagged):
+    """Jiao et al. 2020's transfer set: each word, with probability ``p_t``, becomes one of ``k`` candidates —
+    the masked LM's best words for a one-piece word, the nearest neighbours in the checkpoint's input-embedding
+    table for a word of several pieces (the paper: GloVe) — ``n_aug`` samples per sentence. ``mlm`` is the
+    masked LM's run (:func:`kdlib.chapters.masked_lm`)."""
+
+    mlm: "Experiment"
+    p_t: float = 0.4
+    k: int = 15
+    n_aug: int = 20
+    kind = "tinybert"
+
+    def __post_init__(self):
+        if not isinstance(self.mlm, Experiment) or self.mlm.method != "mlm":
+            raise KDLibError("TinyBERT's augmentation needs a masked LM: give mlm=masked_lm(profile), a run of "
+                             "method 'mlm'")
+        self.make(0)  # validates
+
+    def make(self, seed: int):
+        from .augment import TinyBertAugmenter
+
+        return TinyBertAugmenter(self.p_t, self.k, self.n_aug, seed=seed)
+
+
+AUGMENT_KINDS = {c.kind: c for c in (TangAugment, TinyBertAugment)}
 
 
 def _layer_index(i) -> int:
@@ -177,7 +222,7 @@ class Experiment:
     task: str
     method: str
     model: _Tagged
-    teacher: "Experiment | None" = None
+    teacher: "Experiment | Pretrained | None" = None  # a run, or a checkpoint as it is (general distillation)
     hparams: tuple = ()  # sorted (name, value) pairs; see hp
     data: str = "glue"
     train_size: int | None = None
@@ -212,9 +257,23 @@ class Experiment:
             object.__setattr__(self, "hparams", tuple(sorted(self.hparams.items())))
         if self.evals_per_epoch == 0 and self.keep == "best":
             raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
-        make_objective(self.method, self.hp)  # validates the method and its hyper-parameters
+        objective = make_objective(self.method, self.hp)  # validates the method and its hyper-parameters
+        if get_task(self.task).unlabelled and not objective.label_free:
+            from .methods import label_free_methods
+
+            raise KDLibError(f"task {self.task!r} has no labels, and method {self.method!r} needs them; valid "
+                             f"choices on it: {label_free_methods()}")
+        if self.evals_per_epoch and get_task(self.task).unlabelled and not objective.evaluates:
+            raise KDLibError(f"method {self.method!r} has no dev score on task {self.task!r}; set evals_per_epoch=0 "
+                             "and keep='last'")
         if needs_teacher(self.method) and self.teacher is None:
             raise KDLibError(f"method {self.method!r} needs a teacher experiment")
+        if self.teacher is not None and not isinstance(self.teacher, (Experiment, Pretrained)):
+            raise KDLibError(f"teacher must be an Experiment or a Pretrained checkpoint; got {type(self.teacher).__name__}")
+        if isinstance(self.teacher, Pretrained) and "logits" in objective.teacher_quantities:
+            raise KDLibError(f"method {self.method!r} reads the teacher's logits, and pre-trained checkpoint "
+                             f"{self.teacher.checkpoint!r} has no trained task head; give a fine-tuned teacher "
+                             "experiment")
 
     @property
     def hp(self) -> dict:
@@ -233,7 +292,8 @@ class Experiment:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare and f.name != "chapter"}
         d["model"] = self.model.hash_dict()
         d["augment"] = None if self.augment is None else self.augment.hash_dict()
-        d["teacher"] = None if self.teacher is None else self.teacher.hash
+        t = self.teacher
+        d["teacher"] = None if t is None else t.hash if isinstance(t, Experiment) else t.hash_dict()
         d["hparams"] = self.hp
         d["schema"] = SCHEMA
         return d

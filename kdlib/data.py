@@ -41,6 +41,7 @@ class TaskSpec:
     splits: dict = field(default_factory=lambda: {"train": "train", "dev": "dev"})
     hub_splits: dict = field(default_factory=lambda: {"train": "train", "dev": "validation"})
     hub_text_columns: tuple = ("sentence",)
+    unlabelled: bool = False  # plain sentences (the "text" task: masked-LM fitting, general distillation)
 
     @property
     def is_pair(self) -> bool:
@@ -78,7 +79,12 @@ TASKS: dict[str, TaskSpec] = {
                      hub_splits={"train": "train", "dev": "validation_matched"},
                      hub_text_columns=("premise", "hypothesis")),
     "wnli": TaskSpec("wnli", "WNLI", _PAIR, "label", ("0", "1"), ("accuracy",), hub_text_columns=_PAIR),
+    # no labels: every sentence of the GLUE training splits (dev: held-out GLUE dev sentences), scored by
+    # the masked-token accuracy of a masked LM, or not at all (general distillation keeps its last state)
+    "text": TaskSpec("text", "", ("sentence",), "", ("none",), ("masked_accuracy",), unlabelled=True),
 }
+#: held-out sentences in the "text" task's dev split (drawn from every GLUE dev split, seed 0)
+TEXT_DEV_SENTENCES = 2000
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb"}
 
 
@@ -141,30 +147,50 @@ def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None) 
     spec = get_task(task)
     check_choice("split", split, spec.splits)
     folder = glue_dir(data_dir)
+    if spec.unlabelled:
+        sentences = unlabelled_text(data_dir=data_dir, split=split)["sentences"]
+        return TaskData(spec.name, split, sentences, None, [0] * len(sentences), "glue")
     if folder is None:
         return _load_hub(spec, split)
     return read_glue_tsv(spec, folder / spec.folder / f"{spec.splits[split]}.tsv", split)
 
 
-def unlabelled_text(tasks=None, data_dir: str | os.PathLike | None = None) -> dict:
-    """Unlabelled sentences for general distillation (TinyBERT's stage 1; the paper uses English Wikipedia):
-    every sentence of the *training* splits of ``tasks`` (default: every task whose train.tsv the GLUE folder
-    holds), both sides of a pair, stripped and deduplicated in first-seen order. Dev sentences are left out,
-    so that no dev text is seen before evaluation. Returns ``{"sentences": [...], "words": n, "tasks": [...]}``."""
+def unlabelled_text(tasks=None, data_dir: str | os.PathLike | None = None, split: str = "train") -> dict:
+    """Unlabelled sentences (the ``text`` task) for fitting a masked LM and for general distillation
+    (TinyBERT's stage 1; the paper uses English Wikipedia).
+
+    ``train``: every sentence of the *training* splits of ``tasks`` (default: every task whose train.tsv the
+    GLUE folder holds), both sides of a pair, stripped and deduplicated in first-seen order; no dev text is
+    seen before evaluation. ``dev``: :data:`TEXT_DEV_SENTENCES` held-out sentences drawn (seed 0) from the
+    dev splits, none of them also a training sentence. Returns ``{"sentences": [...], "words": n,
+    "tasks": [...]}``."""
     folder = glue_dir(data_dir)
     if folder is None:
         raise KDLibError("unlabelled text needs a GLUE folder; set KDLIB_GLUE_DIR")
-    names = [t for t in (tasks or TASKS) if (folder / get_task(t).folder / f"{get_task(t).splits['train']}.tsv").is_file()]
+    check_choice("split", split, ("train", "dev"))
+
+    def sentences(which: str) -> tuple:
+        specs = [get_task(t) for t in (tasks or TASKS) if not get_task(t).unlabelled]
+        names = [s.name for s in specs if (folder / s.folder / f"{s.splits[which]}.tsv").is_file()]
+        seen, out = set(), []
+        for t in names:
+            d = load_task(t, which, folder)
+            for text in d.text_a + (d.text_b or []):
+                text = text.strip()
+                if text and text not in seen:
+                    seen.add(text)
+                    out.append(text)
+        return out, names
+
+    out, names = sentences("train")
     if not names:
         raise KDLibError(f"no task's train.tsv under {folder}; valid choices: a folder in the GLUE layout")
-    seen, out = set(), []
-    for t in names:
-        d = load_task(t, "train", folder)
-        for text in d.text_a + (d.text_b or []):
-            text = text.strip()
-            if text and text not in seen:
-                seen.add(text)
-                out.append(text)
+    if split == "dev":
+        train = set(out)
+        held, names = sentences("dev")
+        held = [t for t in held if t not in train]
+        keep = sorted(np.random.RandomState(0).permutation(len(held))[:TEXT_DEV_SENTENCES].tolist())
+        out = [held[i] for i in keep]
     return {"sentences": out, "words": sum(len(t.split()) for t in out), "tasks": [get_task(t).name for t in names]}
 
 
@@ -258,6 +284,9 @@ def synthetic_task(task: str, split: str, n: int, seed: int = 0) -> TaskData:
             words.insert(rng.randrange(len(words) + 1), rng.choice(_POS if label else _NEG))
         return " ".join(words)
 
+    if spec.unlabelled:
+        text = [sentence(rng.randint(0, 1)) for _ in range(n)]
+        return TaskData(spec.name, split, text, None, [0] * n, "synthetic")
     text_a, text_b, labels = [], [] if spec.is_pair else None, []
     for _ in range(n):
         y = rng.randint(0, 1)

@@ -186,6 +186,7 @@ class TinyBERT(Objective):
         self.T = losses.check_temperature(T)
         self.intermediate = stage in ("intermediate", "all")
         self.prediction = stage in ("prediction", "all")
+        self.label_free = not self.prediction  # general distillation runs on plain text
         names = (("hidden", "attention_scores") if self.intermediate else ()) + (("logits",) if self.prediction else ())
         self.teacher_quantities = names
         self._map = None
@@ -248,6 +249,69 @@ class TinyBERT(Objective):
         return sum(self.terms(out, batch).values())
 
 
+class MaskedLanguageModel(Objective):
+    """BERT's masked-LM loss (Devlin et al. 2019) on plain text: each token chosen with probability ``p``
+    (80% → [MASK], 10% a random token, 10% kept), cross-entropy of the original at the chosen positions.
+    Its dev score is the masked-token accuracy (:mod:`kdlib.mlm`), every chosen token masked, with masks
+    drawn from a fixed generator so that every evaluation of every run sees the same ones."""
+
+    label_free = True
+    evaluates = True
+
+    def __init__(self, p: float = 0.15):
+        self.p = losses.check_weight("p", p)
+        if self.p == 0:
+            raise KDLibError("p must be > 0: with no token chosen there is nothing to predict; valid choices: (0, 1]")
+        self.special_ids, self.mask_id, self.vocab_size = (), None, None
+
+    def use_tokenizer(self, tokenizer) -> None:
+        self.special_ids = tuple(tokenizer.all_special_ids)
+        self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
+
+    def _masked(self, batch: dict, generator=None, replace: bool = True):
+        from . import mlm
+
+        if self.mask_id is None:
+            raise KDLibError("the masked-LM objective needs the tokenizer first (use_tokenizer)")
+        ok = mlm.maskable(batch["input_ids"], batch["attention_mask"], self.special_ids)
+        return mlm.mask_tokens(batch["input_ids"], ok, self.mask_id, self.vocab_size, self.p, generator, replace)
+
+    def forward(self, student, inputs: dict):
+        from types import SimpleNamespace
+
+        from . import mlm
+
+        masked, chosen = self._masked(inputs)
+        logits = mlm.masked_logits(student, masked, inputs["attention_mask"], chosen, inputs.get("token_type_ids"))
+        return SimpleNamespace(logits=logits, targets=inputs["input_ids"][chosen])
+
+    def loss(self, out, batch):
+        return torch.nn.functional.cross_entropy(out.logits.float(), out.targets)
+
+    @torch.no_grad()
+    def evaluate(self, student, loader, accelerator) -> dict:
+        from . import mlm
+
+        student.eval()
+        gen = torch.Generator(device=accelerator.device).manual_seed(0)
+        right = total = 0
+        nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for batch in loader:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            masked, chosen = self._masked(batch, gen, replace=False)
+            with accelerator.autocast():
+                logits = mlm.masked_logits(student, masked, batch["attention_mask"], chosen, batch["token_type_ids"])
+            target = batch["input_ids"][chosen]
+            right += int((logits.argmax(-1) == target).sum())
+            total += int(target.numel())
+            nll += torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum").double()
+        counts = accelerator.reduce(torch.tensor([right, total], device=accelerator.device), "sum")
+        nll = float(accelerator.reduce(nll, "sum"))
+        right, total = int(counts[0]), int(counts[1])
+        return {"masked_accuracy": round(100 * right / max(total, 1), 4),
+                "masked_loss": round(nll / max(total, 1), 6)}
+
+
 METHODS: dict[str, type] = {
     "finetune": FineTune,
     "label_smoothing": LabelSmoothing,
@@ -256,6 +320,7 @@ METHODS: dict[str, type] = {
     "pkd": PatientKD,
     "alp": ALPKD,
     "tinybert": TinyBERT,
+    "mlm": MaskedLanguageModel,
 }
 
 
@@ -278,3 +343,8 @@ def make_objective(method: str, hparams: dict | None = None) -> Objective:
 def needs_teacher(method: str) -> bool:
     check_choice("method", method, METHODS)
     return bool(METHODS[method].teacher_quantities)
+
+
+def label_free_methods() -> str:
+    """The methods that may train on the label-free ``text`` task, for error messages."""
+    return "mlm, tinybert with stage='intermediate'"

@@ -138,8 +138,9 @@ def student_from_teacher(source, layers: Sequence[int], num_labels: int | None =
 
 
 def fresh_student(vocab_size: int, num_labels: int, layers: int, hidden: int, heads: int,
-                  intermediate: int | None = None, attentions: bool = False, seed: int = 0):
-    """A randomly initialised BERT classifier of the given shape."""
+                  intermediate: int | None = None, attentions: bool = False, seed: int | None = 0):
+    """A randomly initialised BERT classifier of the given shape, drawn under ``seed`` (``None``: from the
+    caller's random state, as a run's builder seeds it)."""
     from transformers import BertConfig, BertForSequenceClassification
 
     if hidden % heads:
@@ -148,10 +149,29 @@ def fresh_student(vocab_size: int, num_labels: int, layers: int, hidden: int, he
                         num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,
                         num_labels=num_labels, max_position_embeddings=512)
     config._attn_implementation = "eager" if attentions else "sdpa"
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     if num_labels == 1:
         model.config.problem_type = "regression"
+    return model
+
+
+def masked_lm(checkpoint: str, tune_layers: int = 0):
+    """A pre-trained encoder with a masked-LM head (``BertForMaskedLM``): the head's output layer is tied to
+    the input-embedding table, and its transform (dense, GELU, LayerNorm) and bias are drawn fresh when the
+    checkpoint has none (``minilm-l6`` ships without one). Only the head and the top ``tune_layers``
+    encoder layers train; the rest, the embedding table included, stays frozen."""
+    from transformers import AutoModelForMaskedLM
+
+    quiet_transformers()  # the "newly initialised cls.predictions" notice is expected here
+    model = AutoModelForMaskedLM.from_pretrained(resolve_checkpoint(checkpoint))
+    depth = num_layers(model)
+    if not 0 <= tune_layers <= depth:
+        raise KDLibError(f"tune_layers {tune_layers} is out of range; valid choices: 0..{depth}")
+    for name, p in model.named_parameters():
+        top = any(f".layer.{i}." in name for i in range(depth - tune_layers, depth))
+        p.requires_grad_(name.startswith("cls.") and "decoder.weight" not in name or top)
     return model
 
 

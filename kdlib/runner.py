@@ -21,17 +21,19 @@ from pathlib import Path
 
 import torch
 
-from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, Pretrained, seed_for
+from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained, TinyBertAugment, \
+    seed_for
 from .data import TaskData, encode, get_task, load_task, synthetic_task
 from .errors import KDLibError
 from .methods import make_objective
 from .metrics import agreement
-from .models import count_parameters, fresh_student, load_classifier, load_tokenizer, quiet_transformers, \
-    student_from_teacher
+from .models import count_parameters, fresh_student, load_classifier, load_tokenizer, masked_lm, quiet_transformers, \
+    resolve_checkpoint, student_from_teacher
 from .steps import OptimArgs
 from .store import (RECORD_FIELDS, atomic_write_text, cache_dir, check_writable, load_record, locked, provenance,
                     recompute_requested, record_path, results_dir, stored_path)
-from .teachers import CachedTeacher, LiveTeacher, TeacherSource, cached_outputs, split_quantities, write_fingerprint
+from .teachers import CachedTeacher, LiveTeacher, TeacherSource, cached_outputs, fingerprint, split_quantities, \
+    write_fingerprint
 from .train import TrainArgs, make_loader, progress_enabled, train
 
 #: hashes trained again in this process under KDLIB_RECOMPUTE: each run is re-made once per command
@@ -63,14 +65,32 @@ def augmented(exp: Experiment, data: TaskData) -> TaskData:
     """The augmentations of ``data`` (new examples only) that ``exp.augment`` names, cached on disk."""
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
                "subset_seed": exp.subset_seed, "augment": exp.augment.hash_dict()}
+    if isinstance(exp.augment, TinyBertAugment):  # keyed by the masked LM's weights, not only its config
+        key_src["mlm_weights"] = fingerprint(trained_weights(exp.augment.mlm))
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "augmented" / f"{key}.json"
     with locked(path, "the augmented transfer set"):
         if path.is_file():
             return TaskData(**json.loads(path.read_text()))
-        extra = exp.augment.make(seed=exp.subset_seed).augment(data)
+        augmenter = exp.augment.make(seed=exp.subset_seed)
+        if isinstance(exp.augment, TinyBertAugment):
+            extra = augmenter.augment(data, word_candidates(exp.augment.mlm))
+        else:
+            extra = augmenter.augment(data)
         atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
     return extra
+
+
+def word_candidates(mlm: Experiment):
+    """TinyBERT's replacement candidates from the masked LM run ``mlm`` (made first if need be): its best words
+    for a one-piece word, the nearest neighbours in its input-embedding table for the others."""
+    from .augment import WordCandidates
+    from .mlm import TopKWords
+
+    with torch.random.fork_rng(devices=[]):
+        model = load_run_weights(mlm)
+    tok = load_tokenizer(mlm.model.checkpoint)
+    return WordCandidates(tok, model.get_input_embeddings().weight, TopKWords(model, tok, mlm.max_length))
 
 
 def concat(a: TaskData, b: TaskData) -> TaskData:
@@ -96,7 +116,8 @@ def _build(spec, exp: Experiment, num_labels: int, tokenizer):
         return student_from_teacher(spec.checkpoint, spec.layers, num_labels)
     if isinstance(spec, FreshBert):
         tokenizer = tokenizer or load_tokenizer(spec.checkpoint)
-        return fresh_student(len(tokenizer), num_labels, spec.layers, spec.hidden, spec.heads, spec.intermediate)
+        return fresh_student(len(tokenizer), num_labels, spec.layers, spec.hidden, spec.heads, spec.intermediate,
+                             seed=None)  # drawn under the run's seed (set above)
     if isinstance(spec, BiLSTM):
         from .bilstm import BiLSTMClassifier
 
@@ -110,6 +131,8 @@ def _build(spec, exp: Experiment, num_labels: int, tokenizer):
                                  padding_idx=tokenizer.pad_token_id or 0, embeddings=table)
         model.embed.weight.requires_grad_(spec.embeddings != "static")
         return model
+    if isinstance(spec, MaskedLM):
+        return masked_lm(spec.checkpoint, spec.tune_layers)
     if isinstance(spec, FromRun):
         return load_run_weights(spec.run, num_labels)
     raise KDLibError(f"unknown model kind {type(spec).__name__}")  # pragma: no cover - config validates
@@ -145,7 +168,8 @@ def save_weights(exp: Experiment, model, tokenizer) -> None:
 
     folder = model_dir(exp)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # tied tensors (a masked LM's output layer is its input-embedding table) are stored once each
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
     if hasattr(model, "config"):
         model.config.save_pretrained(folder)
@@ -168,6 +192,10 @@ def teacher_source(exp: Experiment, objective, train_data: TaskData, extra: Task
     """``(source, dev_cls)``: the teacher quantities the objective declares, cached where small, live
     otherwise; and the teacher's dev [CLS] states if the objective summarises them."""
     t = exp.teacher
+    if isinstance(t, Pretrained):  # a checkpoint as it is: nothing to train, nothing cached, run live
+        with torch.random.fork_rng(devices=[]):  # its throw-away head draws nothing of the caller's
+            model = load_classifier(t.checkpoint, 2)
+        return TeacherSource(None, LiveTeacher(model.eval(), objective.teacher_quantities)), None
     folder = trained_weights(t, progress)
     cached_names, live_names = split_quantities(objective.teacher_quantities)
     tok = load_tokenizer(t.model.checkpoint)
@@ -175,7 +203,7 @@ def teacher_source(exp: Experiment, objective, train_data: TaskData, extra: Task
     def outputs(data: TaskData, names) -> dict:
         key = {"task": data.task, "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
                "subset_seed": exp.subset_seed, "max_length": exp.max_length,
-               "augment": exp.augment.hash_dict() if data.split.endswith("+tang") and exp.augment else None}
+               "augment": exp.augment.hash_dict() if "+" in data.split and exp.augment else None}  # a transfer set
         return cached_outputs(lambda: teacher_model(t, progress), folder, key,
                               lambda: make_loader(encode(tok, data, exp.max_length), 256, False,
                                                   pad_id=tok.pad_token_id or 0), names)
@@ -241,7 +269,7 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     objective = make_objective(exp.method, exp.hp)
     teacher_rec, source, dev_cls = None, None, None
     if exp.teacher is not None and objective.teacher_quantities:
-        teacher_rec = run(exp.teacher, progress=progress)
+        teacher_rec = run(exp.teacher, progress=progress) if isinstance(exp.teacher, Experiment) else None
         source, dev_cls = teacher_source(exp, objective, train_data, extra, progress)
     if extra is not None:
         train_data = concat(train_data, extra)
@@ -249,6 +277,7 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     train_enc = encode(tok, train_data, exp.max_length)
     dev_enc = encode(tok, dev_data, exp.max_length)
     model = build_model(exp, spec.num_labels, tok)
+    objective.use_tokenizer(tok)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(exp.seed, "modules"))
         extra_modules = objective.build_modules(model, None if exp.teacher is None else _teacher_config(exp.teacher))
@@ -303,7 +332,11 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     return json.loads(text)  # exactly what a later load returns
 
 
-def _teacher_config(teacher: Experiment):
+def _teacher_config(teacher):
+    from transformers import AutoConfig
+
+    if isinstance(teacher, Pretrained):
+        return AutoConfig.from_pretrained(resolve_checkpoint(teacher.checkpoint))
     folder = model_dir(teacher)
     if (folder / "config.json").is_file():
         from transformers import AutoConfig

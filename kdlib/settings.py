@@ -30,7 +30,9 @@ class RunSettings:
 
 
 R = RunSettings
-ROLES = ("teacher", "student")
+#: a task's roles: the teacher's fine-tuning, a student's training; the label-free ``text`` task has the
+#: fitting of kdlib's masked LM (:mod:`kdlib.mlm`) and general distillation (a student, no evaluation)
+ROLES = ("teacher", "student", "masked_lm")
 
 #: (profile, task) -> {role: RunSettings}. The gpu rows are the papers' (BERT-base: 3–4 epochs, lr 2e-5 for
 #: the teacher and 5e-5 for students, 128 tokens); a gpu run without the hub uses minilm-l6 with the
@@ -42,6 +44,7 @@ TABLE = {
     ("smoke", "stsb"): {"teacher": R(2, 1e-4, 32, 32, 2), "student": R(3, 5e-4, 32, 32, 2)},
     ("smoke", "cola"): {"teacher": R(2, 1e-4, 32, 32, 2), "student": R(3, 5e-4, 32, 32, 2)},
     ("smoke", "rte"): {"teacher": R(2, 1e-4, 32, 32, 2), "student": R(3, 5e-4, 32, 32, 2)},
+    ("smoke", "text"): {"masked_lm": R(1, 1e-3, 32, 32, 2), "student": R(2, 5e-4, 32, 32, 0)},
     # 2 CPU cores. SST-2: 67k sentences, ~1,050 steps an epoch at batch 64; its students still gained ~0.6
     # points in the last quarter of one epoch, so they get two. The small tasks: ~1,000+ student steps.
     ("cpu", "sst2"): {"teacher": R(1, 5e-5, 32, 64, 4), "student": R(2, 1e-4, 64, 64, 4)},
@@ -49,11 +52,16 @@ TABLE = {
     ("cpu", "stsb"): {"teacher": R(3, 5e-5, 32, 128, 4), "student": R(8, 2e-4, 32, 128, 2)},
     ("cpu", "cola"): {"teacher": R(3, 5e-5, 32, 64, 4), "student": R(8, 2e-4, 32, 64, 2)},
     ("cpu", "rte"): {"teacher": R(4, 5e-5, 32, 128, 4), "student": R(12, 2e-4, 32, 128, 2)},
+    # the GLUE training sentences (98,544; 1.1M words): the masked LM's head and top layers, 1 epoch;
+    # general distillation, 2 epochs, the last state kept
+    ("cpu", "text"): {"masked_lm": R(1, 5e-4, 64, 64, 4), "student": R(2, 5e-4, 64, 64, 0)},
     ("gpu", "sst2"): {"teacher": R(3, 2e-5, 32, 128, 4), "student": R(3, 5e-5, 32, 128, 4)},
     ("gpu", "mrpc"): {"teacher": R(4, 2e-5, 32, 128, 4), "student": R(4, 5e-5, 32, 128, 4)},
     ("gpu", "stsb"): {"teacher": R(4, 2e-5, 32, 128, 4), "student": R(4, 5e-5, 32, 128, 4)},
     ("gpu", "cola"): {"teacher": R(4, 2e-5, 32, 128, 4), "student": R(4, 5e-5, 32, 128, 4)},
     ("gpu", "rte"): {"teacher": R(4, 2e-5, 32, 128, 4), "student": R(4, 5e-5, 32, 128, 4)},
+    # TinyBERT's general distillation: 3 epochs, batch 256, lr 1e-4, 128 tokens
+    ("gpu", "text"): {"masked_lm": R(3, 5e-4, 64, 128, 4), "student": R(3, 1e-4, 256, 128, 0)},
 }
 
 
@@ -65,6 +73,7 @@ def get(profile, task: str, role: str) -> RunSettings:
     check_choice("role", role, ROLES)
     tasks = sorted(t for p, t in TABLE if p == name)
     check_choice(f"task for the {name} profile's settings", task, tasks)
+    check_choice(f"role for task {task!r}", role, TABLE[(name, task)])
     s = TABLE[(name, task)][role]
     if name == "gpu" and getattr(profile, "teacher", "bert-base-uncased") != "bert-base-uncased":
         s = replace(s, lr=TABLE[("cpu", task)][role].lr)  # a small teacher and students learn faster
@@ -77,5 +86,5 @@ def table(profile) -> "pd.DataFrame":  # noqa: F821
 
     name = getattr(profile, "name", profile)
     rows = [{"task": t, "role": role, **get(profile, t, role).as_dict()}
-            for (p, t) in TABLE if p == name for role in ROLES]
+            for (p, t) in TABLE if p == name for role in ROLES if role in TABLE[(p, t)]]
     return pd.DataFrame(rows).set_index(["task", "role"])

@@ -83,12 +83,21 @@ class Objective:
 
     student_kwargs: dict = {}
     teacher_quantities: tuple = ()
+    #: True when the objective reads no labels (it may train on the label-free ``text`` task)
+    label_free: bool = False
+    #: True when :meth:`evaluate` scores the dev set itself (a masked LM), not the task's metrics on logits
+    evaluates: bool = False
     #: True when :meth:`summarize` wants the student's and the teacher's [CLS] states on the dev set
     summarizes_dev: bool = False
     modules: nn.ModuleDict | None = None
 
     def loss(self, student_out, batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def terms(self, student_out, batch) -> dict | None:
+        """The loss's weighted terms by name, summing to it, for an objective that has several (TinyBERT's
+        attention, hidden, embedding and prediction terms): each is recorded, so a chapter can plot it."""
+        return None
 
     def forward(self, student, inputs: dict):
         """The student's forward pass for :meth:`loss` (an objective that reads more than the model returns,
@@ -98,6 +107,13 @@ class Objective:
     def build_modules(self, student, teacher_config=None) -> dict:
         """Trainable modules besides the student, name → module (none by default)."""
         return {}
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Called with the student's tokenizer before training (an objective that masks tokens needs its ids)."""
+
+    def evaluate(self, student, loader, accelerator) -> dict:  # pragma: no cover - abstract
+        """Dev metrics computed by the objective itself (only when ``evaluates``)."""
+        raise NotImplementedError
 
     def make_step(self, student, args: OptimArgs) -> "TrainingStep":
         return SingleLossStep(self, student, args)
@@ -184,6 +200,7 @@ class SingleLossStep(TrainingStep):
         inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
         with accelerator.autocast():
             out = self.objective.forward(self.student, inputs)
-            loss = self.objective.loss(out, batch)
+            terms = self.objective.terms(out, batch)
+            loss = sum(terms.values()) if terms else self.objective.loss(out, batch)
         self.update(self.players[0], loss, accelerator)
-        return {"loss": loss.item()}
+        return {"loss": loss.item(), **{k: float(v.detach()) for k, v in (terms or {}).items()}}

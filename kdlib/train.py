@@ -214,7 +214,9 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     def evaluate(epoch_pos: float, gstep: int, train_loss: float, at_end: bool):
         point = {"epoch": round(epoch_pos, 4), "step": gstep, "train_loss": round(train_loss, 6)}
         logits = cls = None
-        if evaluating:
+        if evaluating and objective.evaluates:
+            point.update(objective.evaluate(step.student, dev_dl, accelerator))
+        elif evaluating:
             if summarize:
                 logits, got = predict(step.student, dev_dl, accelerator, quantities=("cls",), **objective.student_kwargs)
                 cls = got["cls"]

@@ -227,6 +227,7 @@ def test_a_run_starts_from_another_runs_weights(store):
     second = exp(model=FromRun(first), task="stsb", lr=5e-4, label="stage 2")
     rec = run(second)
     assert rec["config"]["model"]["kind"] == "from_run" and rec["config"]["model"]["run"]["label"] == "stage 1"
+    assert rec["config"]["model"]["run"]["hash"] == first.hash  # the second record names the first run
     assert second.hash != exp(model=FromRun(first.replace(seed=1)), task="stsb").hash  # nested in the hash
     assert stored_path(first) is not None and (store / "cache" / "models" / first.hash / "kdlib.json").is_file()
     # the second stage's encoder starts from the first's trained weights, its new head under its own seed

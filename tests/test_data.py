@@ -100,7 +100,7 @@ def test_bucketed_batches_cover_everything_once():
 
 def test_every_task_has_a_metric():
     for spec in TASKS.values():
-        assert spec.metrics and spec.folder
+        assert spec.metrics and (spec.folder or spec.unlabelled)
 
 
 needs_glue = pytest.mark.skipif(not os.environ.get("KDLIB_GLUE_DIR"), reason="KDLIB_GLUE_DIR not set")
@@ -163,6 +163,19 @@ def test_unlabelled_text_is_every_training_sentence_once(glue_folder):
     assert unlabelled_text(["sst2"], glue_folder)["tasks"] == ["sst2"]
     with pytest.raises(KDLibError, match="no task's train.tsv under"):
         unlabelled_text(["qnli"], glue_folder)
+
+
+def test_the_text_task_is_label_free_with_held_out_dev_sentences(glue_folder):
+    from kdlib.data import unlabelled_text
+
+    (glue_folder / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nit 's a charming journey . \t1\n"
+                                                   "a gorgeous film \t1\nunflinchingly bleak \t0\n")
+    train, dev = load_task("text", "train", glue_folder), load_task("text", "dev", glue_folder)
+    assert train.text_b is None and set(train.labels) == {0} and len(train) == 16
+    assert dev.text_a == ["it 's a charming journey .", "unflinchingly bleak"]  # "a gorgeous film" is a train sentence
+    assert get_task("text").unlabelled and not get_task("sst2").unlabelled
+    smoke = synthetic_task("text", "train", 5)
+    assert smoke.text_b is None and smoke.labels == [0] * 5 and smoke.text_a == synthetic_task("text", "train", 5).text_a
 
 
 @pytest.mark.glue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import settings
-from ..config import Experiment, LayerCopy, Pretrained
+from ..config import Experiment, LayerCopy, MaskedLM, Pretrained
 from ..errors import KDLibError, check_choice
 from ..profiles import Profile, get_profile
 
@@ -28,6 +28,23 @@ def teacher(profile: Profile, task: str, train_size: int | None = None, epochs: 
                       dev_size=profile.dev_size, epochs=s.epochs if epochs is None else epochs, lr=s.lr,
                       batch_size=s.batch_size, max_length=s.max_length, seed=0,
                       evals_per_epoch=s.evals_per_epoch, label=label, keep_model=True)
+
+
+#: the masked LM's top encoder layers trained with its head (see :func:`masked_lm`)
+MLM_TUNE_LAYERS = 2
+
+
+def masked_lm(profile: Profile) -> Experiment:
+    """kdlib's masked LM (:mod:`kdlib.mlm`): the profile's checkpoint with a masked-LM head, fitted on the
+    ``text`` task (the GLUE training sentences) with its top layers, under the settings table's
+    ``masked_lm`` row; once, shared by TinyBERT's augmenter and MATE-KD's generator. Its record's dev score
+    is the masked-token accuracy on held-out GLUE dev sentences."""
+    s = settings.get(profile, "text", "masked_lm")
+    return Experiment(chapter=TEACHERS, profile=profile.name, task="text", method="mlm",
+                      model=MaskedLM(profile.teacher, MLM_TUNE_LAYERS), data=profile.data,
+                      train_size=profile.train_size, dev_size=profile.dev_size, epochs=s.epochs, lr=s.lr,
+                      batch_size=s.batch_size, max_length=s.max_length, seed=0,
+                      evals_per_epoch=s.evals_per_epoch, label="masked LM", keep_model=True)
 
 
 def student(profile: Profile, chapter: str, task: str, method: str, seed: int, teacher_exp=None,

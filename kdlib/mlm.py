@@ -1,0 +1,91 @@
+"""Masked language modelling: BERT's masking, and a masked LM's best words for a position.
+
+kdlib's masked LM is ``minilm-l6`` with a masked-LM head fitted on the GLUE text (the ``text`` task;
+``minilm-l6`` ships without a trained head), as a run of the ``mlm`` method on a
+:class:`~kdlib.config.MaskedLM` model. Two later chapters use it:
+
+* TinyBERT's augmenter (Jiao et al. 2020) replaces a one-piece word by one of the masked LM's ``K`` best
+  words for its position (:func:`topk_words`);
+* MATE-KD's generator (Rashid et al. 2021) is this masked LM, trained further to make the teacher and the
+  student disagree.
+
+BERT's masking (Devlin et al. 2019): choose each non-special token with probability ``p``; of the chosen,
+80% become ``[MASK]``, 10% a random token, 10% stay as they are; the loss is the cross-entropy of the
+original token at the chosen positions only. Evaluation masks every chosen token (no random or kept ones)
+and scores the share of chosen tokens predicted exactly: the *masked-token accuracy*.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def choose(input_ids: torch.Tensor, maskable: torch.Tensor, p: float, generator=None) -> torch.Tensor:
+    """A boolean tensor of the positions to predict: each ``maskable`` token with probability ``p``, and at
+    least one per row that has any maskable token (a short sentence still teaches something)."""
+    u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    u = u.masked_fill(~maskable, 2.0)
+    chosen = u < p
+    first = u.argmin(-1, keepdim=True)  # each row's most likely position, maskable if any is
+    forced = torch.zeros_like(chosen).scatter_(-1, first, True) & maskable
+    return chosen | (forced & ~chosen.any(-1, keepdim=True))
+
+
+def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int, p: float = 0.15,
+                generator=None, replace: bool = True) -> tuple:
+    """``(masked input ids, chosen positions)``: BERT's 80/10/10 rule when ``replace``, else every chosen
+    token becomes ``mask_id`` (evaluation)."""
+    chosen = choose(input_ids, maskable, p, generator)
+    masked = input_ids.clone()
+    if not replace:
+        return masked.masked_fill(chosen, mask_id), chosen
+    r = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    masked = torch.where(chosen & (r < 0.8), torch.full_like(masked, mask_id), masked)
+    masked = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, masked)
+    return masked, chosen
+
+
+def maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids) -> torch.Tensor:
+    """Real tokens that are not special ones ([CLS], [SEP], [PAD]...)."""
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for i in special_ids:
+        special |= input_ids == i
+    return attention_mask.bool() & ~special
+
+
+def masked_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chosen: torch.Tensor,
+                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The vocabulary logits at the ``chosen`` positions only (rows in row-major order of ``chosen``): the
+    encoder runs on every token, the output layer (vocabulary × width) only where it is read. A model that
+    ``accelerate`` wrapped for several processes runs whole, so that its gradients are synchronised."""
+    if hasattr(model, "module"):  # DistributedDataParallel: its own forward, whole
+        return model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits[chosen]
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+    return model.cls(hidden[chosen])
+
+
+class TopKWords:
+    """``(words, i, k) -> [k words]``: a masked LM's best whole words for position ``i`` of a sentence (the word
+    there masked), as TinyBERT's augmenter asks for them. Predictions are cached per (sentence, position), so
+    the ``N_a`` samples of one sentence cost one forward pass per position."""
+
+    def __init__(self, model, tokenizer, max_length: int = 128):
+        self.model, self.tok, self.max_length = model.eval(), tokenizer, max_length
+        vocab = tokenizer.get_vocab()
+        whole = torch.zeros(len(tokenizer), dtype=torch.bool)
+        whole[[i for w, i in vocab.items() if w.isalpha() and not w.startswith("##")]] = True
+        self.whole, self._cache = whole, {}
+
+    @torch.no_grad()
+    def __call__(self, words: list, i: int, k: int) -> list:
+        key = (" ".join(words), i)
+        if key not in self._cache or len(self._cache[key]) < k:
+            masked = list(words[:i]) + [self.tok.mask_token] + list(words[i + 1:])
+            enc = self.tok(" ".join(masked), return_tensors="pt", truncation=True, max_length=self.max_length)
+            where = (enc["input_ids"][0] == self.tok.mask_token_id).nonzero()
+            if not len(where):  # the position fell beyond max_length
+                return []
+            logits = self.model(**enc).logits[0, where[0, 0]].float()
+            logits = logits.masked_fill(~self.whole[: logits.numel()], float("-inf"))
+            self._cache[key] = self.tok.convert_ids_to_tokens(logits.topk(k).indices.tolist())
+        return self._cache[key][:k]

@@ -1,0 +1,75 @@
+"""TinyBERT's two stages as runs that start from runs: general distillation on plain text from the
+pre-trained (not fine-tuned) checkpoint, then task distillation (intermediate, then prediction) from its
+weights with the fine-tuned teacher."""
+import pytest
+
+from kdlib.config import Experiment, FreshBert, FromRun, Pretrained
+from kdlib.errors import KDLibError
+
+SMOKE = dict(profile="smoke", data="synthetic", train_size=64, dev_size=32, max_length=32, batch_size=32)
+STUDENT = FreshBert("minilm-l6", layers=2, hidden=48, heads=12, intermediate=96)  # the teacher's 12 heads
+
+
+def general(**kw):
+    config = dict(chapter="tinybert", task="text", method="tinybert", model=STUDENT, teacher=Pretrained("minilm-l6"),
+                  hparams={"stage": "intermediate"}, epochs=1, lr=1e-3, evals_per_epoch=0, keep="last",
+                  keep_model=True, **SMOKE)
+    return Experiment(**{**config, **kw})
+
+
+def test_general_then_task_distillation_chain(store):
+    from kdlib.runner import run
+
+    teacher = Experiment(chapter="teachers", task="sst2", method="finetune", model=Pretrained("minilm-l6"), epochs=1,
+                         lr=1e-4, keep_model=True, **SMOKE)
+    gd = general()
+    stage1 = Experiment(chapter="tinybert", task="sst2", method="tinybert", model=FromRun(gd), teacher=teacher,
+                        hparams={"stage": "intermediate"}, epochs=1, lr=1e-3, evals_per_epoch=1, keep="last",
+                        keep_model=True, **SMOKE)
+    stage2 = Experiment(chapter="tinybert", task="sst2", method="tinybert", model=FromRun(stage1), teacher=teacher,
+                        hparams={"stage": "prediction"}, epochs=1, lr=1e-3, evals_per_epoch=1, **SMOKE)
+    rec = run(stage2)
+    assert rec["config"]["model"]["run"]["model"]["run"]["hash"] == gd.hash  # the chain, nested in the config
+    assert rec["teacher_source"] == {"cached": ["logits"], "live": []} and "accuracy" in rec["best"]
+    g = run(gd)
+    assert g["teacher"] is None and g["config"]["teacher"] == {"kind": "pretrained", "checkpoint": "minilm-l6"}
+    assert g["teacher_source"] == {"cached": [], "live": ["attention_scores", "hidden"]}
+    assert set(g["best"]) == {"epoch", "step", "train_loss"} and g["trainable_modules"]  # no dev score; W_e, W_h
+    assert gd.hash != general(seed=1).hash != general(teacher=Pretrained("bert-base-uncased")).hash
+    # every term of the loss is recorded at each evaluation point, and they sum to the loss
+    for r, terms in ((g, {"embd", "hidn", "attn"}), (run(stage1), {"embd", "hidn", "attn"}), (rec, {"pred"})):
+        point = r["losses"][-1]
+        assert set(point) == {"step", "loss"} | terms
+        assert sum(point[t] for t in terms) == pytest.approx(point["loss"], rel=1e-4)
+
+
+def test_a_pretrained_teacher_has_no_logits_to_distil(store):
+    with pytest.raises(KDLibError, match=r"reads the teacher's logits, and pre-trained checkpoint 'minilm-l6' has no "
+                                         r"trained task head"):
+        Experiment(chapter="x", task="sst2", method="kd", model=STUDENT, teacher=Pretrained("minilm-l6"), **SMOKE)
+    with pytest.raises(KDLibError, match="the attention loss compares heads one by one: the student has 2 heads"):
+        from kdlib.runner import run
+
+        run(general(model=FreshBert("minilm-l6", 1, 32, 2)))
+
+
+def test_the_transfer_set_comes_from_the_masked_lm_run(store):
+    from kdlib.config import MaskedLM, TinyBertAugment
+    from kdlib.data import synthetic_task
+    from kdlib.runner import augmented, run
+
+    mlm = Experiment(chapter="teachers", task="text", method="mlm", model=MaskedLM("minilm-l6"), epochs=1, lr=1e-3,
+                     keep_model=True, evals_per_epoch=1, **SMOKE)
+    aug = TinyBertAugment(mlm, p_t=0.4, k=3, n_aug=2)
+    exp = Experiment(chapter="x", task="sst2", method="finetune", model=STUDENT, augment=aug, **SMOKE)
+    data = synthetic_task("sst2", "train", 16)
+    extra = augmented(exp, data)
+    assert 0 < len(extra) <= 2 * len(data) and extra.split == "train+tinybert"
+    assert all(len(a.split()) in {len(o.split()) for o in data.text_a} for a in extra.text_a)  # word for word
+    assert augmented(exp, data).text_a == extra.text_a  # cached, and deterministic
+    assert exp.hash != exp.replace(augment=TinyBertAugment(mlm.replace(seed=1), 0.4, 3, 2)).hash  # the MLM is in the hash
+    assert run(mlm)["config"]["model"] == {"kind": "masked_lm", "checkpoint": "minilm-l6", "tune_layers": 0}
+    with pytest.raises(KDLibError, match="TinyBERT's augmentation needs a masked LM"):
+        TinyBertAugment(exp)
+    with pytest.raises(KDLibError, match=r"p_t must be in \[0, 1\], got 2"):
+        TinyBertAugment(mlm, p_t=2)
