@@ -30,8 +30,11 @@ def teacher(profile: Profile, task: str, train_size: int | None = None, epochs: 
                       evals_per_epoch=s.evals_per_epoch, label=label, keep_model=True)
 
 
-#: the masked LM's top encoder layers trained with its head (see :func:`masked_lm`)
-MLM_TUNE_LAYERS = 2
+#: the masked LM's encoder layers trained with its head (see :func:`masked_lm`): all six. On 20,000 GLUE
+#: sentences (312 steps) the masked-token accuracy on held-out sentences was 5.8% with the head alone, 10.4%
+#: with the top 2 layers and 17.3% with all 6 (the input-embedding table, tied to the output layer, frozen);
+#: all-MiniLM-L6-v2 was tuned for sentence embeddings, far from its masked-LM pre-training
+MLM_TUNE_LAYERS = 6
 
 
 def masked_lm(profile: Profile) -> Experiment:
