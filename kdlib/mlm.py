@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import KDLibError
+
 
 def choose(input_ids: torch.Tensor, maskable: torch.Tensor, p: float, generator=None) -> torch.Tensor:
     """A boolean tensor of the positions to predict: each ``maskable`` token with probability ``p``, and at
@@ -66,26 +68,37 @@ def masked_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 class TopKWords:
     """``(words, i, k) -> [k words]``: a masked LM's best whole words for position ``i`` of a sentence (the word
-    there masked), as TinyBERT's augmenter asks for them. Predictions are cached per (sentence, position), so
-    the ``N_a`` samples of one sentence cost one forward pass per position."""
+    there masked), as TinyBERT's augmenter asks for them. The first question about a sentence masks each of its
+    words in turn, in one batch, and caches the answers: the ``N_a`` samples of a sentence cost one forward
+    pass of ``len(words)`` rows."""
 
-    def __init__(self, model, tokenizer, max_length: int = 128):
-        self.model, self.tok, self.max_length = model.eval(), tokenizer, max_length
+    def __init__(self, model, tokenizer, max_length: int = 128, k_max: int = 32):
+        self.model, self.tok, self.max_length, self.k_max = model.eval(), tokenizer, max_length, k_max
         vocab = tokenizer.get_vocab()
         whole = torch.zeros(len(tokenizer), dtype=torch.bool)
         whole[[i for w, i in vocab.items() if w.isalpha() and not w.startswith("##")]] = True
         self.whole, self._cache = whole, {}
 
     @torch.no_grad()
-    def __call__(self, words: list, i: int, k: int) -> list:
-        key = (" ".join(words), i)
-        if key not in self._cache or len(self._cache[key]) < k:
-            masked = list(words[:i]) + [self.tok.mask_token] + list(words[i + 1:])
-            enc = self.tok(" ".join(masked), return_tensors="pt", truncation=True, max_length=self.max_length)
-            where = (enc["input_ids"][0] == self.tok.mask_token_id).nonzero()
+    def _sentence(self, words: list) -> list:
+        rows = [" ".join(list(words[:i]) + [self.tok.mask_token] + list(words[i + 1:])) for i in range(len(words))]
+        enc = self.tok(rows, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+        logits = self.model(**enc).logits.float()
+        out = []
+        for r in range(len(rows)):
+            where = (enc["input_ids"][r] == self.tok.mask_token_id).nonzero()
             if not len(where):  # the position fell beyond max_length
-                return []
-            logits = self.model(**enc).logits[0, where[0, 0]].float()
-            logits = logits.masked_fill(~self.whole[: logits.numel()], float("-inf"))
-            self._cache[key] = self.tok.convert_ids_to_tokens(logits.topk(k).indices.tolist())
-        return self._cache[key][:k]
+                out.append([])
+                continue
+            row = logits[r, where[0, 0]].masked_fill(~self.whole[: logits.size(-1)], float("-inf"))
+            out.append(self.tok.convert_ids_to_tokens(row.topk(self.k_max).indices.tolist()))
+        return out
+
+    def __call__(self, words: list, i: int, k: int) -> list:
+        if k > self.k_max:
+            raise KDLibError(f"k = {k} is more than the {self.k_max} words kept per position; valid choices: "
+                             f"1..{self.k_max}")
+        key = " ".join(words)
+        if key not in self._cache:  # the augmenter asks about one sentence at a time: keep only the last
+            self._cache = {key: self._sentence(words)}
+        return self._cache[key][i][:k]
