@@ -73,3 +73,26 @@ def test_the_transfer_set_comes_from_the_masked_lm_run(store):
         TinyBertAugment(exp)
     with pytest.raises(KDLibError, match=r"p_t must be in \[0, 1\], got 2"):
         TinyBertAugment(mlm, p_t=2)
+
+
+def test_the_chapter_plan_holds_together_and_its_smallest_row_runs_on_smoke(store):
+    from kdlib.chapters import tinybert
+    from kdlib.profiles import get_profile
+    from kdlib.runner import run
+
+    cpu = tinybert.plan(get_profile("cpu"))
+    assert [r for r in cpu if r.startswith("sst2")] == ["sst2 · teacher", "sst2 · labels only, random init",
+                                                       "sst2 · labels only, from GD", "sst2 · KD, from GD",
+                                                       "sst2 · TinyBERT"]
+    main = cpu["sst2 · TinyBERT"][0]
+    stage1, gd = main.model.run, main.model.run.model.run
+    assert gd.task == "text" and isinstance(gd.teacher, Pretrained) and gd.keep == "last" and gd.evals_per_epoch == 0
+    assert stage1.hp["stage"] == "intermediate" and main.hp["stage"] == "prediction"
+    assert main.augment.mlm.method == "mlm" and main.augment == stage1.augment  # one transfer set for both stages
+    student = gd.model
+    assert (student.layers, student.hidden, student.heads, student.intermediate) == (2, 156, 12, 600)
+    # every TinyBERT row of every task starts from the same general distillation
+    assert {r[0].model.run.model.run.hash for k, r in cpu.items() if k.endswith("TinyBERT")} == {gd.hash}
+    assert cpu["ablation: sst2 · no general distillation"][0].model.run.model == student
+    rec = run(tinybert.plan(get_profile("smoke"))["ablation: sst2 · no augmentation"][0])
+    assert "accuracy" in rec["best"] and rec["config"]["model"]["run"]["model"]["run"]["task"] == "text"
