@@ -238,14 +238,17 @@ class TinyBertAugmenter:
         return out
 
     def augment(self, data: TaskData, candidates) -> TaskData:
-        """The augmented transfer set of single sentences (new examples only; labels copied for reference)."""
-        if data.text_b is not None:
-            raise KDLibError("TinyBERT's augmenter takes single sentences; a pair task is augmented side by side "
-                             "by the chapter")
+        """The augmented transfer set (new examples only; labels copied for reference). A pair is augmented
+        one side at a time, the other side kept as it is, as the paper's code does (which, unlike this, pairs
+        the second side's samples with the *last* sample of the first)."""
         rng = random.Random(self.seed)
-        new, labels = [], []
-        for text, label in zip(data.text_a, data.labels):
-            for s in self.samples(text.split(), candidates, rng):
-                new.append(s)
-                labels.append(label)
-        return TaskData(data.task, f"{data.split}+tinybert", new, None, labels, data.source)
+        new_a, new_b, labels = [], [] if data.text_b is not None else None, []
+        for i, label in enumerate(data.labels):
+            sides = (data.text_a[i],) if data.text_b is None else (data.text_a[i], data.text_b[i])
+            for which, text in enumerate(sides):
+                for s in self.samples(text.split(), candidates, rng):
+                    new_a.append(s if which == 0 else data.text_a[i])
+                    if new_b is not None:
+                        new_b.append(s if which == 1 else data.text_b[i])
+                    labels.append(label)
+        return TaskData(data.task, f"{data.split}+tinybert", new_a, new_b, labels, data.source)

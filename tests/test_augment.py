@@ -192,3 +192,15 @@ def test_word_candidates_from_the_mlm_or_the_embedding_table():
     near = cands([multi], 0, 5)
     assert len(near) == 5 and all(w.isalpha() and w != multi for w in near) and asked == ["film"]
     assert near == cands.neighbours(multi, 5)
+
+
+def test_tinybert_augments_a_pair_one_side_at_a_time():
+    from kdlib.augment import TinyBertAugmenter
+    from kdlib.data import synthetic_task
+
+    data = synthetic_task("mrpc", "train", 6)
+    out = TinyBertAugmenter(p_t=0.5, k=3, n_aug=2, seed=0).augment(data, _fake_candidates)
+    assert len(out.text_a) == len(out.text_b) == len(out.labels) > 0
+    for a, b, y in zip(out.text_a, out.text_b, out.labels):
+        i = next(j for j in range(len(data)) if a == data.text_a[j] or b == data.text_b[j])
+        assert (a == data.text_a[i]) != (b == data.text_b[i]) and y == data.labels[i]  # exactly one side changed
