@@ -239,3 +239,35 @@ def tinybert_prediction(student_logits: torch.Tensor, teacher_logits: torch.Tens
     if student_logits.size(-1) == 1:
         return F.mse_loss(student_logits, teacher_logits)
     return soft_cross_entropy(student_logits, teacher_logits, T)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Annealing KD (Jafari et al. 2021, EACL): the student first matches a teacher brought down to its level,
+# Φ(T)·z_t, with T lowered from τ_max (the gentlest target) to 1 (the teacher itself); then it trains on
+# the labels. The paper writes the loss as a squared L2 norm; the official code takes nn.MSELoss (a mean
+# over classes too), which differs by the number of classes, a factor the learning rate absorbs.
+# ---------------------------------------------------------------------------------------------------
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise KDLibError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def annealing_phi(T: int, tau_max: int) -> float:
+    r""":math:`\Phi(T) = 1 - (T - 1)/\tau_{max}`, for integer :math:`1 \le T \le \tau_{max}`."""
+    tau_max, T = _check_positive_int("tau_max", tau_max), _check_positive_int("T", T)
+    if T > tau_max:
+        raise KDLibError(f"T must be in 1..tau_max = {tau_max}, got {T}")
+    return 1.0 - (T - 1) / tau_max
+
+
+def annealing_schedule(step: int, total_steps: int, tau_max: int) -> int:
+    """T at optimiser step ``step`` (0-based) of ``total_steps``: τ_max, τ_max − 1, ..., 1, each for an equal
+    share of the steps (the paper gives each value k epochs; a shorter run keeps that shape in steps)."""
+    tau_max = _check_positive_int("tau_max", tau_max)
+    return tau_max - min(tau_max - 1, step * tau_max // max(total_steps, 1))
+
+
+def annealing_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: int, tau_max: int) -> torch.Tensor:
+    r"""Stage I of Annealing KD: :math:`\lVert z_s - \Phi(T)\,z_t \rVert_2^2`, summed over classes, batch mean."""
+    return (student_logits - annealing_phi(T, tau_max) * teacher_logits).pow(2).sum(-1).mean()

@@ -249,6 +249,24 @@ class TinyBERT(Objective):
         return sum(self.terms(out, batch).values())
 
 
+class AnnealingKD(Objective):
+    """Stage I of Annealing KD (Jafari et al. 2021): ‖z_s − Φ(T)·z_t‖², T lowered from ``tau_max`` to 1 over
+    the run in equal shares of its steps (:func:`kdlib.losses.annealing_schedule`). Stage II is a separate
+    run on the labels that starts from this one's best weights."""
+
+    teacher_quantities = ("logits",)
+
+    def __init__(self, tau_max: int = 7):
+        self.tau_max = losses._check_positive_int("tau_max", tau_max)
+        self.T = self.tau_max
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        self.T = losses.annealing_schedule(step, total_steps, self.tau_max)
+
+    def loss(self, out, batch):
+        return losses.annealing_kd(out.logits, batch["teacher_logits"], self.T, self.tau_max)
+
+
 class MaskedLanguageModel(Objective):
     """BERT's masked-LM loss (Devlin et al. 2019) on plain text: each token chosen with probability ``p``
     (80% → [MASK], 10% a random token, 10% kept), cross-entropy of the original at the chosen positions.
@@ -321,6 +339,7 @@ METHODS: dict[str, type] = {
     "alp": ALPKD,
     "tinybert": TinyBERT,
     "mlm": MaskedLanguageModel,
+    "annealing": AnnealingKD,
 }
 
 

@@ -121,6 +121,9 @@ class Objective:
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based)."""
 
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        """Called before each optimiser step (0-based, counted over the whole run, resumed runs included)."""
+
     def summarize(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> dict:
         """What to record about the student's dev-set states at the kept evaluation (e.g. ALP's attention
         weights averaged over the dev set). Both have shape (examples, layers + 1, hidden)."""

@@ -252,6 +252,7 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
             idx = batch.pop("idx")
             if teacher is not None:
                 teacher.fill(batch, idx, accelerator.device)
+            objective.on_step_start(global_step, total_steps)
             shown = step.step(batch, accelerator)
             main_loss = next(iter(shown.values()))
             global_step += 1

@@ -5,6 +5,7 @@ Golden values: teacher logits z_t = [ln 3, 0] give p_t = [3/4, 1/4] at T = 1; st
 KL = 0.0363407829, so T²·KL = 0.1453631315. (Computed with Python's math module, not with torch.)
 """
 import math
+import re
 
 import pytest
 import torch
@@ -229,3 +230,31 @@ def test_tinybert_terms_reach_the_projections():
     no_embd = make_objective("tinybert", {"embd": 0.0})
     no_embd.modules = obj.modules
     assert no_embd.terms(no_embd.forward(student, inputs), batch)["embd"].item() == 0.0
+
+
+# --- Annealing KD -------------------------------------------------------------------------------------
+def test_annealing_phi_and_loss_golden():
+    assert losses.annealing_phi(7, 7) == pytest.approx(1 / 7) and losses.annealing_phi(1, 7) == 1.0
+    assert losses.annealing_phi(4, 14) == pytest.approx(1 - 3 / 14)
+    s, t = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[7.0, 0.0], [7.0, 7.0]])
+    # Φ(7) = 1/7: targets [1, 0] and [1, 1]; squared distances 4 and 2, batch mean 3
+    assert close(losses.annealing_kd(s, t, 7, 7), 3.0)
+    assert close(losses.annealing_kd(s, t, 1, 7), ((1 - 7) ** 2 + 2 ** 2 + 49 + 49) / 2)  # Φ(1) = 1: the teacher
+    assert close(losses.annealing_kd(s, t, 1, 7), losses.logit_mse(s, t))
+
+
+def test_annealing_schedule_visits_tau_max_down_to_1_in_equal_shares():
+    assert [losses.annealing_schedule(i, 14, 7) for i in range(14)] == [7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert [losses.annealing_schedule(i, 10, 3) for i in range(10)] == [3, 3, 3, 3, 2, 2, 2, 1, 1, 1]
+    assert [losses.annealing_schedule(i, 3, 7) for i in range(3)] == [7, 5, 3]  # fewer steps than values
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: losses.annealing_phi(1, 0), "tau_max must be an integer >= 1, got 0"),
+    (lambda: losses.annealing_phi(2.5, 7), "T must be an integer >= 1, got 2.5"),
+    (lambda: losses.annealing_phi(8, 7), "T must be in 1..tau_max = 7, got 8"),
+    (lambda: losses.annealing_schedule(0, 10, 1.5), "tau_max must be an integer >= 1, got 1.5"),
+])
+def test_annealing_bad_input(call, message):
+    with pytest.raises(KDLibError, match=re.escape(message)):
+        call()

@@ -1,0 +1,40 @@
+"""Annealing KD as two runs: stage I anneals the teacher's logits from Φ(τ_max)·z_t to z_t, stage II trains on
+the labels from stage I's best weights (a run that starts from a run)."""
+import pytest
+
+from kdlib.config import Experiment, FromRun, LayerCopy, Pretrained
+from kdlib.errors import KDLibError
+from kdlib.methods import make_objective
+
+SMOKE = dict(profile="smoke", data="synthetic", train_size=64, dev_size=32, max_length=32, batch_size=16)
+
+
+def test_the_objective_follows_the_schedule_the_loop_drives(store, monkeypatch):
+    from kdlib import methods
+    from kdlib.runner import run
+
+    seen = []
+
+    class Spy(methods.AnnealingKD):
+        def loss(self, out, batch):
+            seen.append(self.T)
+            return super().loss(out, batch)
+
+    monkeypatch.setitem(methods.METHODS, "annealing", Spy)
+    teacher = Experiment(chapter="teachers", task="sst2", method="finetune", model=Pretrained("minilm-l6"), epochs=1,
+                         lr=1e-4, keep_model=True, **SMOKE)
+    stage1 = Experiment(chapter="annealing", task="sst2", method="annealing", model=LayerCopy("minilm-l6", (0,)),
+                        teacher=teacher, hparams={"tau_max": 4}, epochs=2, lr=1e-3, evals_per_epoch=1,
+                        keep_model=True, **SMOKE)
+    stage2 = Experiment(chapter="annealing", task="sst2", method="finetune", model=FromRun(stage1), epochs=1, lr=1e-3,
+                        **SMOKE)
+    rec = run(stage2)
+    assert seen == [4, 4, 3, 3, 2, 2, 1, 1]  # 8 steps: τ_max down to 1 in order, equal shares
+    assert rec["config"]["model"]["run"]["hash"] == stage1.hash  # stage II starts from stage I's kept weights
+
+
+def test_bad_tau_max_is_one_line():
+    with pytest.raises(KDLibError, match="tau_max must be an integer >= 1, got 0"):
+        make_objective("annealing", {"tau_max": 0})
+    with pytest.raises(KDLibError, match="tau_max must be an integer >= 1, got 2.5"):
+        make_objective("annealing", {"tau_max": 2.5})
