@@ -102,3 +102,27 @@ class TopKWords:
         if key not in self._cache:  # the augmenter asks about one sentence at a time: keep only the last
             self._cache = {key: self._sentence(words)}
         return self._cache[key][i][:k]
+
+
+def gumbel_rewrite(generator_logits: torch.Tensor, chosen: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """MATE-KD's rewritten tokens as one-hots (rows: the chosen positions, row-major): a straight-through
+    Gumbel-softmax sample of the generator's logits at each chosen position (Jang et al. 2017), hard in the
+    forward pass (exactly one token), soft in the backward pass, so gradients reach the generator through any
+    model that reads the one-hots. ``generator_logits`` holds one row per chosen position."""
+    if not tau > 0:
+        raise KDLibError(f"the Gumbel-softmax temperature tau must be > 0, got {tau}")
+    if generator_logits.size(0) != int(chosen.sum()):
+        raise KDLibError(f"{generator_logits.size(0)} rows of generator logits for {int(chosen.sum())} chosen positions")
+    return torch.nn.functional.gumbel_softmax(generator_logits.float(), tau=tau, hard=True)
+
+
+def embed_rewritten(embeddings: torch.nn.Embedding, input_ids: torch.Tensor, chosen: torch.Tensor,
+                    one_hots: torch.Tensor) -> torch.Tensor:
+    """A model's input embeddings of a rewritten batch: the table's rows for the tokens kept, and
+    one-hot × table at the chosen positions (the product carries the generator's gradient)."""
+    if one_hots.size(-1) != embeddings.num_embeddings:
+        raise KDLibError(f"the generator's vocabulary has {one_hots.size(-1)} tokens and this model's "
+                         f"{embeddings.num_embeddings}; the generator, the teacher and the student must share one")
+    out = embeddings(input_ids)
+    mixed = one_hots.to(embeddings.weight.dtype) @ embeddings.weight
+    return out.masked_scatter(chosen.unsqueeze(-1), mixed)

@@ -109,3 +109,26 @@ def test_every_seed_draws_its_own_fresh_student(store):
 
     assert torch.equal(first_weight(0), first_weight(0))
     assert not torch.equal(first_weight(0), first_weight(1))
+
+
+def test_gumbel_rewrite_one_hots_and_the_gradient_reaches_the_generator():
+    from kdlib.mlm import embed_rewritten, gumbel_rewrite
+
+    torch.manual_seed(0)
+    ids, att = batch()
+    chosen = torch.zeros_like(ids, dtype=torch.bool)
+    chosen[0, 2] = chosen[1, 1] = True
+    table = torch.nn.Embedding(30522, 8)
+    logits = torch.randn(2, 30522, requires_grad=True)
+    one_hots = gumbel_rewrite(logits, chosen)
+    assert torch.equal(one_hots.sum(-1), torch.ones(2)) and set(one_hots.detach().unique().tolist()) == {0.0, 1.0}
+    emb = embed_rewritten(table, ids, chosen, one_hots)
+    new = one_hots.argmax(-1)
+    assert torch.allclose(emb[0, 2], table.weight[new[0]]) and torch.allclose(emb[1, 1], table.weight[new[1]])
+    assert torch.equal(emb[~chosen], table(ids)[~chosen])  # the tokens kept are looked up as usual
+    emb.pow(2).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # straight-through: a gradient to the generator
+    with pytest.raises(KDLibError, match="the generator's vocabulary has 30522 tokens and this model's 100"):
+        embed_rewritten(torch.nn.Embedding(100, 8), ids.clamp(max=99), chosen, one_hots)
+    with pytest.raises(KDLibError, match="tau must be > 0, got 0"):
+        gumbel_rewrite(logits, chosen, tau=0)
