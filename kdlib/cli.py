@@ -150,6 +150,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def parse_shard(text: str) -> tuple:
+    """``"i/N"`` → ``(i, N)``, 1 ≤ i ≤ N."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise KDLibError(f"shard {text!r} is not of the form i/N; valid choices: 1/N ... N/N, e.g. 1/4") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise KDLibError(f"shard {text!r} is out of range; valid choices: 1/{max(n, 1)} ... {max(n, 1)}/{max(n, 1)}")
+    return i, n
+
+
+def shard_plan(plan: dict, i: int, n: int) -> dict:
+    """The rows and runs of ``plan`` that shard ``i`` of ``n`` makes: each run (by hash) belongs to exactly one
+    shard, ``int(hash) mod n``, whatever machine or order computes the split."""
+    mine = lambda e: int(e.hash, 16) % n == i - 1  # noqa: E731
+    out = {row: [e for e in exps if mine(e)] for row, exps in plan.items()}
+    return {row: exps for row, exps in out.items() if exps}
+
+
 def cmd_experiment(args) -> int:
     from .chapters import CHAPTERS, chapter_plan
     from .report import results_table
@@ -162,12 +181,20 @@ def cmd_experiment(args) -> int:
         if unknown:
             raise KDLibError(f"unknown row {unknown[0]!r}; valid choices: {choices(plan)}")
         plan = {r: plan[r] for r in args.only}
+    if args.shard:
+        plan = shard_plan(plan, *parse_shard(args.shard))
+        n = len({e.hash for exps in plan.values() for e in exps})
+        print(f"[kdbook] shard {args.shard}: {n} of the plan's runs (teachers are made by whichever shard needs "
+              "them first; the others wait and reuse them)")
     results = run_plan(plan, force=args.force, progress=True if args.progress else None)
     for task in dict.fromkeys(exps[0].task for exps in plan.values()):  # one table per task (metrics differ)
         rows = [r for r, exps in plan.items() if exps[0].task == task]
         print(results_table(results, rows).to_string(), end="\n\n")
     measure = CHAPTERS[args.chapter].measure
-    if measure is not None and not args.only:
+    if measure is not None and args.shard:
+        print("[kdbook] measurements (timings) are not taken in a shard: run the chapter unsharded once the "
+              "shards are done, on an otherwise idle machine")
+    elif measure is not None and not args.only:
         from .profiles import get_profile
         from .report import size_speed_table
 
@@ -264,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--only", nargs="+", metavar="ROW", help="only these rows of the plan")
     e.add_argument("--force", action="store_true", help="train again even where a record is stored")
     e.add_argument("--progress", action="store_true", help="force progress bars on")
+    e.add_argument("--shard", metavar="i/N", help="run only shard i of N (1-based): a deterministic split of the "
+                   "plan's runs, for a Slurm job array or several GPUs; start the N shards at once")
     e.set_defaults(func=cmd_experiment)
 
     b = sub.add_parser("build", help="render the book to _build/html (warnings are errors)")

@@ -106,3 +106,51 @@ def test_profile_as_a_notebook_parameter_is_refused(capsys):
 
 def test_results_of_an_unknown_chapter(store, capsys):
     assert "unknown chapter 'ch99'; valid choices:" in error_line(capsys, ["results", "--chapter", "ch99"])
+
+
+@pytest.mark.parametrize("shard, message", [("2", "shard '2' is not of the form i/N; valid choices: 1/N ... N/N"),
+                                            ("3/2", "shard '3/2' is out of range; valid choices: 1/2 ... 2/2"),
+                                            ("0/2", "shard '0/2' is out of range"), ("a/b", "is not of the form i/N")])
+def test_bad_shard_is_one_line(capsys, shard, message):
+    assert message in error_line(capsys, ["experiment", "hinton", "--profile", "smoke", "--shard", shard])
+
+
+def test_shards_split_a_plan_exactly_once():
+    from kdlib.chapters import chapter_plan
+    from kdlib.cli import shard_plan
+
+    plan = chapter_plan("hinton", "cpu")
+    every = {e.hash for exps in plan.values() for e in exps}
+    parts = [{e.hash for exps in shard_plan(plan, i, 3).values() for e in exps} for i in (1, 2, 3)]
+    assert set().union(*parts) == every and sum(map(len, parts)) == len(every) and all(parts)
+
+
+def test_two_shards_at_once_write_the_records_of_the_unsharded_run(tmp_path):
+    """Two shards started together share one store (the teacher is made once, under its lock) and write exactly
+    the records an unsharded run writes elsewhere."""
+    import os
+    import sys
+
+    rows = ["student, labels only", "student, KD T=2 α=0.5"]
+
+    def start(store, *extra):
+        env = {**os.environ, "KDLIB_RESULTS_DIR": str(store / "results"), "KDLIB_CACHE_DIR": str(store / "cache"),
+               "KDLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen([sys.executable, "-m", "kdlib.cli", "experiment", "hinton", "--profile", "smoke",
+                                 "--only", *rows, *extra], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    shards = [start(tmp_path / "shared", "--shard", f"{i}/2") for i in (1, 2)]
+    whole = start(tmp_path / "alone")
+    for p in (*shards, whole):
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out[-2000:]
+
+    def records(store):
+        found = {}
+        for f in (store / "results").rglob("*.json"):
+            r = json.loads(f.read_text())
+            found[f.relative_to(store / "results").as_posix()] = {k: r[k] for k in ("hash", "history", "best")}
+        return found
+
+    assert records(tmp_path / "shared") == records(tmp_path / "alone") and len(records(tmp_path / "alone")) >= 3
