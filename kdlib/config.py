@@ -285,7 +285,7 @@ class Experiment:
         d["model"] = self.model.to_dict()
         d["augment"] = None if self.augment is None else self.augment.to_dict()
         d["teacher"] = None if self.teacher is None else self.teacher.to_dict()
-        d["hparams"] = self.hp
+        d["hparams"] = {k: {"hash": v.hash, **v.to_dict()} if isinstance(v, Experiment) else v for k, v in self.hp.items()}
         return d
 
     def hash_dict(self) -> dict:
@@ -294,7 +294,7 @@ class Experiment:
         d["augment"] = None if self.augment is None else self.augment.hash_dict()
         t = self.teacher
         d["teacher"] = None if t is None else t.hash if isinstance(t, Experiment) else t.hash_dict()
-        d["hparams"] = self.hp
+        d["hparams"] = {k: v.hash if isinstance(v, Experiment) else v for k, v in self.hp.items()}  # a run by its hash
         d["schema"] = SCHEMA
         return d
 

@@ -15,7 +15,7 @@ import torch
 from . import losses
 from . import mapping as maps
 from .errors import KDLibError, check_choice, choices
-from .steps import Objective
+from .steps import Objective, TrainingStep
 
 
 class FineTune(Objective):
@@ -330,6 +330,116 @@ class MaskedLanguageModel(Objective):
                 "masked_loss": round(nll / max(total, 1), 6)}
 
 
+class MateKD(Objective):
+    r"""MATE-KD (Rashid et al. 2021): a masked-LM *generator* rewrites a share ``mask_rate`` of each sentence's
+    tokens, sampled by straight-through Gumbel-softmax, and ascends :math:`\mathrm{KL}(T(x')\,\|\,S(x'))`; the
+    student descends :math:`\tfrac13\,\mathrm{CE}(S(x), y) + \tfrac13\,T^2\mathrm{KL}` on :math:`x'` :math:`+
+    \tfrac13\,T^2\mathrm{KL}` on the clean :math:`x` (the official code's weights). The players alternate,
+    ``generator_steps`` then ``student_steps`` (the code: 10 and 100), each clipped to ``clip``. The teacher
+    runs live on :math:`x'` (its gradient reaches the generator's one-hots, never its weights); its logits on
+    the clean :math:`x` are cached. ``generator`` is the masked LM's run (:func:`kdlib.chapters.masked_lm`),
+    whose weights the generator starts from."""
+
+    teacher_quantities = ("logits",)
+    needs_live_teacher = True
+
+    def __init__(self, generator=None, T: float = 1.0, mask_rate: float = 0.3, gumbel_tau: float = 1.0,
+                 generator_steps: int = 10, student_steps: int = 100, generator_lr: float = 1e-6,
+                 clip: float = 5.0):
+        if getattr(generator, "method", None) != "mlm":
+            raise KDLibError("MATE-KD needs a generator: give generator=masked_lm(profile), a run of method 'mlm'")
+        if not 0 < mask_rate < 1:
+            raise KDLibError(f"mask_rate must be in (0, 1), got {mask_rate}")
+        self.generator = generator
+        self.T, self.mask_rate = losses.check_temperature(T), float(mask_rate)
+        self.gumbel_tau = losses.check_temperature(gumbel_tau)
+        self.generator_steps = losses._check_positive_int("generator_steps", generator_steps)
+        self.student_steps = losses._check_positive_int("student_steps", student_steps)
+        self.generator_lr, self.clip = losses.check_nonnegative("generator_lr", generator_lr), float(clip)
+        self.step_index, self.special_ids, self.mask_id = 0, (), None
+
+    def use_tokenizer(self, tokenizer) -> None:
+        self.special_ids, self.mask_id = tuple(tokenizer.all_special_ids), tokenizer.mask_token_id
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        self.step_index = step  # whose turn it is follows from the step, so a resumed run keeps the rhythm
+
+    def build_modules(self, student, teacher_config=None) -> dict:
+        gen = self.from_runs.get("generator")
+        if gen is None:
+            raise KDLibError("MATE-KD's generator weights were not loaded (the runner loads them from its run)")
+        sizes = {"generator": gen.config.vocab_size, "student": student.get_input_embeddings().num_embeddings}
+        if teacher_config is not None:
+            sizes["teacher"] = teacher_config.vocab_size
+        if len(set(sizes.values())) > 1:
+            raise KDLibError(f"vocabularies differ ({', '.join(f'{k} {v}' for k, v in sizes.items())}); the generator, "
+                             "the teacher and the student must share one")
+        for p in gen.parameters():  # the generator trains whole (its embedding table is its output layer)
+            p.requires_grad_(True)
+        return {"generator": gen}
+
+    def generator_turn(self) -> bool:
+        return self.step_index % (self.generator_steps + self.student_steps) < self.generator_steps
+
+    def make_step(self, student, args):
+        from .steps import OptimArgs, Player
+
+        modules = {"student": student, "generator": self.modules["generator"]}
+        g_args = OptimArgs(lr=self.generator_lr, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=self.clip,
+                           maximize=True)
+        s_args = OptimArgs(**{**args.__dict__, "max_grad_norm": self.clip})
+        return MateStep(self, modules, [Player("student", ["student"], s_args), Player("generator", ["generator"], g_args)])
+
+    def rewrite(self, generator, batch: dict):
+        """``(chosen positions, one-hots)`` of a rewritten batch: the chosen tokens masked, the generator's
+        straight-through Gumbel sample at each."""
+        from . import mlm
+
+        ids, att = batch["input_ids"], batch["attention_mask"]
+        chosen = mlm.choose(ids, mlm.maskable(ids, att, self.special_ids), self.mask_rate)
+        logits = mlm.masked_logits(generator, ids.masked_fill(chosen, self.mask_id), att, chosen,
+                                   batch.get("token_type_ids"))
+        return chosen, mlm.gumbel_rewrite(logits, chosen, self.gumbel_tau)
+
+    def divergence(self, student, teacher, batch, chosen, one_hots, grad_to_inputs: bool) -> torch.Tensor:
+        """T²·KL(teacher ‖ student) on the rewritten batch, each model reading the one-hots through its own
+        embedding table."""
+        from .mlm import embed_rewritten
+
+        ids, rest = batch["input_ids"], {k: batch[k] for k in ("attention_mask", "token_type_ids")}
+        t_emb = embed_rewritten(teacher.model.get_input_embeddings(), ids, chosen, one_hots)
+        t_logits = teacher.outputs({"inputs_embeds": t_emb, **rest}, ("logits",), grad_to_inputs=grad_to_inputs)["logits"]
+        s_logits = student(inputs_embeds=embed_rewritten(student.get_input_embeddings(), ids, chosen, one_hots), **rest).logits
+        return losses.kd_kl(s_logits, t_logits, self.T)
+
+
+class MateStep(TrainingStep):
+    """MATE-KD's alternating step: the generator's turn ascends the divergence on rewritten text, the student's
+    descends ⅓ CE + ⅓ KL on rewritten text + ⅓ KL on clean text."""
+
+    last_student = float("nan")
+
+    def step(self, batch: dict, accelerator) -> dict:
+        o, gen, teacher = self.objective, self.modules["generator"], self.teacher.live
+        if o.generator_turn():
+            with accelerator.autocast():
+                chosen, one_hots = o.rewrite(gen, batch)
+                div = o.divergence(self.student, teacher, batch, chosen, one_hots, grad_to_inputs=True)
+            self.update(self.players[1], div, accelerator)
+            return {"loss": self.last_student, "divergence": div.item()}
+        with accelerator.autocast():
+            with torch.no_grad():
+                chosen, one_hots = o.rewrite(gen, batch)
+            adv = o.divergence(self.student, teacher, batch, chosen, one_hots, grad_to_inputs=False)
+            inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            clean = self.student(**inputs).logits
+            loss = (losses.hard_loss(clean, batch["labels"]) + adv
+                    + losses.kd_kl(clean, batch["teacher_logits"], o.T)) / 3
+        self.update(self.players[0], loss, accelerator)
+        self.last_student = loss.item()
+        return {"loss": self.last_student, "divergence": adv.item()}
+
+
 METHODS: dict[str, type] = {
     "finetune": FineTune,
     "label_smoothing": LabelSmoothing,
@@ -340,6 +450,7 @@ METHODS: dict[str, type] = {
     "tinybert": TinyBERT,
     "mlm": MaskedLanguageModel,
     "annealing": AnnealingKD,
+    "mate": MateKD,
 }
 
 

@@ -215,7 +215,7 @@ def teacher_source(exp: Experiment, objective, train_data: TaskData, extra: Task
             more = outputs(extra, cached_names)
             tensors = {k: torch.cat([tensors[k], more[k]]) for k in tensors}
         cached = CachedTeacher(tensors)
-    live = LiveTeacher(teacher_model(t, progress), live_names) if live_names else None
+    live = LiveTeacher(teacher_model(t, progress), live_names) if live_names or objective.needs_live_teacher else None
     dev_cls = None
     if objective.summarizes_dev:
         dev_cls = outputs(split_data(exp, "dev"), ("cls",))["cls"]
@@ -278,6 +278,10 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     dev_enc = encode(tok, dev_data, exp.max_length)
     model = build_model(exp, spec.num_labels, tok)
     objective.use_tokenizer(tok)
+    runs = {k: v for k, v in exp.hp.items() if isinstance(v, Experiment)}
+    if runs:  # runs named in the hyper-parameters (a generator's start): their kept weights
+        with torch.random.fork_rng(devices=[]):
+            objective.from_runs = {k: load_run_weights(v) for k, v in runs.items()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(exp.seed, "modules"))
         extra_modules = objective.build_modules(model, None if exp.teacher is None else _teacher_config(exp.teacher))

@@ -87,6 +87,12 @@ class Objective:
     label_free: bool = False
     #: True when :meth:`evaluate` scores the dev set itself (a masked LM), not the task's metrics on logits
     evaluates: bool = False
+    #: True when the step runs the teacher itself on inputs of its making (MATE-KD's rewritten sentences):
+    #: the runner then hands it the live teacher, ``step.teacher.live``, whatever is cached
+    needs_live_teacher: bool = False
+    #: the kept weights of runs named in the hyper-parameters (a generator's start), loaded by the runner
+    #: before :meth:`build_modules`: hyper-parameter name → model
+    from_runs: dict = {}
     #: True when :meth:`summarize` wants the student's and the teacher's [CLS] states on the dev set
     summarizes_dev: bool = False
     modules: nn.ModuleDict | None = None

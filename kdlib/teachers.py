@@ -64,6 +64,8 @@ class LiveTeacher:
             return forward_quantities(self.model, inputs, names or self.names)
 
     def fill(self, batch: dict, idx: torch.Tensor, device) -> None:
+        if not self.names:  # held for a step that runs the teacher on inputs of its own making
+            return
         inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in batch}
         for name, t in self.outputs(inputs).items():
             batch[f"teacher_{name}"] = t
