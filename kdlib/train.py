@@ -254,10 +254,12 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
                 teacher.fill(batch, idx, accelerator.device)
             objective.on_step_start(global_step, total_steps)
             shown = step.step(batch, accelerator)
-            main_loss = next(iter(shown.values()))
+            shown = {k: v for k, v in shown.items() if v == v}  # a player that has not moved yet reports NaN
+            main_loss = next(iter(shown.values()), None)
             global_step += 1
-            running += main_loss
-            count += 1
+            if main_loss is not None:
+                running += main_loss
+                count += 1
             bar.update(1)
             if count % 20 == 0:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
