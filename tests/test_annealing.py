@@ -38,3 +38,22 @@ def test_bad_tau_max_is_one_line():
         make_objective("annealing", {"tau_max": 0})
     with pytest.raises(KDLibError, match="tau_max must be an integer >= 1, got 2.5"):
         make_objective("annealing", {"tau_max": 2.5})
+
+
+def test_the_chapter_plan_and_its_chains_on_smoke(store):
+    from kdlib.chapters import annealing, chapter_plan
+    from kdlib.profiles import get_profile
+    from kdlib.runner import run
+
+    cpu = annealing.plan(get_profile("cpu"))
+    assert [r for r in cpu if r.startswith("rte")] == ["rte · teacher", "rte · assistant", "rte · labels only",
+                                                      "rte · KD", "rte · TAKD", "rte · Annealing KD"]
+    assert cpu["sst2 · KD"][0].hash == chapter_plan("hinton", "cpu")["student, KD T=2 α=0.5"][0].hash  # one record
+    ann = cpu["rte · Annealing KD"][0]
+    assert ann.method == "finetune" and ann.model.run.method == "annealing" and ann.model.run.hp == {"tau_max": 14}
+    assert cpu["sst2 · Annealing KD"][0].model.run.hp == {"tau_max": 7}
+    takd = cpu["mrpc · TAKD"][1]
+    assert len(takd.teacher.model.layers) == 4 and takd.teacher.teacher.model.kind == "pretrained"
+    chain = annealing.plan(get_profile("smoke"))["stsb · Annealing KD"][0]  # regression: stage II is MSE on scores
+    rec = run(chain)
+    assert rec["config"]["model"]["run"]["hash"] == chain.model.run.hash and "pearson" in rec["best"]
