@@ -89,3 +89,17 @@ def test_a_generator_with_another_vocabulary_is_refused():
     with pytest.raises(KDLibError, match="vocabularies differ \\(generator 100, student 30522\\); the generator, the "
                                          "teacher and the student must share one"):
         obj.build_modules(student_from_teacher("minilm-l6", [0], 2))
+
+
+def test_the_chapter_plan_holds_together():
+    from kdlib.chapters import annealing, mate
+    from kdlib.chapters import masked_lm
+    from kdlib.profiles import get_profile
+
+    p = get_profile("cpu")
+    cpu = mate.plan(p)
+    assert [r for r in cpu if r.startswith("cola")] == ["cola · teacher", "cola · labels only", "cola · KD",
+                                                       "cola · KD on masked-LM rewrites", "cola · MATE-KD"]
+    assert cpu["cola · KD"][2].hash == annealing.plan(p)["cola · KD"][2].hash  # the same student, one record
+    m = cpu["sst2 · MATE-KD"][0]
+    assert m.hp["generator"].hash == masked_lm(p).hash == cpu["sst2 · KD on masked-LM rewrites"][0].augment.mlm.hash
