@@ -206,7 +206,7 @@ class Chapter:
 CHAPTERS = {
     "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
     "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton"),
-    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm", current=False),
+    "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
     "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd", current=False),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
     "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
