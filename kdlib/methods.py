@@ -7,6 +7,7 @@ teacher live (:mod:`kdlib.teachers`).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 
@@ -387,7 +388,7 @@ class MateKD(Objective):
         modules = {"student": student, "generator": self.modules["generator"]}
         g_args = OptimArgs(lr=self.generator_lr, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=self.clip,
                            maximize=True)
-        s_args = OptimArgs(**{**args.__dict__, "max_grad_norm": self.clip})
+        s_args = dataclasses.replace(args, max_grad_norm=self.clip)
         return MateStep(self, modules, [Player("student", ["student"], s_args), Player("generator", ["generator"], g_args)])
 
     def rewrite(self, generator, batch: dict):

@@ -168,7 +168,8 @@ def save_weights(exp: Experiment, model, tokenizer) -> None:
 
     folder = model_dir(exp)
     folder.mkdir(parents=True, exist_ok=True)
-    # tied tensors (a masked LM's output layer is its input-embedding table) are stored once each
+    # copies: safetensors refuses tensors that share storage, as a masked LM's tied output layer and input-embedding
+    # table do (each is written out; loading ties them again)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
     if hasattr(model, "config"):
