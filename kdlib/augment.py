@@ -136,13 +136,15 @@ class TangAugmenter:
             out_all.append(out)
         return out_all
 
-    def augment(self, data: TaskData, tagger=None) -> TaskData:
+    def augment(self, data: TaskData, tagger=None, progress: bool = False) -> TaskData:
         """The augmented transfer set (new examples only). Labels are copied from the source example for
         reference; distillation relabels every example with the teacher."""
+        from tqdm import tqdm
+
         words, tags, pools = self.tagged(data, tagger)
         rng = random.Random(self.seed)
         new_a, new_b, labels = [], [] if data.text_b is not None else None, []
-        for i in range(len(data)):
+        for i in tqdm(range(len(data)), desc=f"augmentation of {data.task}", disable=not progress, mininterval=10):
             for out in self.samples(i, words, tags, pools, rng):
                 new_a.append(out[0])
                 if new_b is not None:
@@ -202,12 +204,33 @@ class WordCandidates:
         return self.neighbours(words[i], k)
 
 
+#: the words TinyBERT's augmenter never replaces, as its code lists them (NLTK's English stop words)
+STOP_WORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves this that that'll these
+those am is are was were be been being have has had having do does did doing a an the and but if or because as
+until while of at by for with about against between into through during before after above below to from up
+down in out on off over under again further then once here there all any both each few more most other some
+such no nor not only own same so than too very s t can will just don don't should should've now d ll m o re ve
+y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma
+mightn mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't
+wouldn wouldn't 's 're""".split())
+
+
+def content_word(word: str) -> bool:
+    """Whether TinyBERT's augmenter may replace ``word``: letters only, and not a stop word (the paper's
+    code; punctuation, numbers and "the" stay as they are)."""
+    return word.isascii() and word.isalpha() and word.lower() not in STOP_WORDS
+
+
 @dataclass(frozen=True)
 class TinyBertAugmenter:
     p_t: float = 0.4
     k: int = 15
     n_aug: int = 20
     seed: int = 0
+    #: replace only :func:`content_word` words, as the paper's code does (False: any word, as its text reads)
+    content_words_only: bool = True
 
     def __post_init__(self):
         if not 0 <= self.p_t <= 1:
@@ -221,6 +244,8 @@ class TinyBertAugmenter:
         """One augmented sentence: each word replaced with probability p_t by one of its K candidates."""
         out = list(words)
         for i in range(len(words)):
+            if self.content_words_only and not content_word(words[i]):
+                continue
             if rng.random() < self.p_t:
                 options = candidates(words, i, self.k)
                 if options:
@@ -237,13 +262,16 @@ class TinyBertAugmenter:
                 out.append(s)
         return out
 
-    def augment(self, data: TaskData, candidates) -> TaskData:
+    def augment(self, data: TaskData, candidates, progress: bool = False) -> TaskData:
         """The augmented transfer set (new examples only; labels copied for reference). A pair is augmented
         one side at a time, the other side kept as it is, as the paper's code does (which, unlike this, pairs
         the second side's samples with the *last* sample of the first)."""
+        from tqdm import tqdm
+
         rng = random.Random(self.seed)
         new_a, new_b, labels = [], [] if data.text_b is not None else None, []
-        for i, label in enumerate(data.labels):
+        for i, label in enumerate(tqdm(data.labels, desc=f"TinyBERT augmentation of {data.task}", disable=not progress,
+                                       mininterval=10)):
             sides = (data.text_a[i],) if data.text_b is None else (data.text_a[i], data.text_b[i])
             for which, text in enumerate(sides):
                 for s in self.samples(text.split(), candidates, rng):

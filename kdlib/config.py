@@ -187,6 +187,7 @@ class TinyBertAugment(_Tagged):
     p_t: float = 0.4
     k: int = 15
     n_aug: int = 20
+    content_words_only: bool = True  # as the paper's code: no stop words, punctuation or numbers replaced
     kind = "tinybert"
 
     def __post_init__(self):
@@ -198,7 +199,7 @@ class TinyBertAugment(_Tagged):
     def make(self, seed: int):
         from .augment import TinyBertAugmenter
 
-        return TinyBertAugmenter(self.p_t, self.k, self.n_aug, seed=seed)
+        return TinyBertAugmenter(self.p_t, self.k, self.n_aug, seed=seed, content_words_only=self.content_words_only)
 
 
 AUGMENT_KINDS = {c.kind: c for c in (TangAugment, TinyBertAugment)}

@@ -61,7 +61,7 @@ def split_data(exp: Experiment, split: str) -> TaskData:
     return data.subset(size, exp.subset_seed) if split == "train" else data
 
 
-def augmented(exp: Experiment, data: TaskData) -> TaskData:
+def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskData:
     """The augmentations of ``data`` (new examples only) that ``exp.augment`` names, cached on disk."""
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
                "subset_seed": exp.subset_seed, "augment": exp.augment.hash_dict()}
@@ -74,9 +74,9 @@ def augmented(exp: Experiment, data: TaskData) -> TaskData:
             return TaskData(**json.loads(path.read_text()))
         augmenter = exp.augment.make(seed=exp.subset_seed)
         if isinstance(exp.augment, TinyBertAugment):
-            extra = augmenter.augment(data, word_candidates(exp.augment.mlm))
+            extra = augmenter.augment(data, word_candidates(exp.augment.mlm), progress=progress)
         else:
-            extra = augmenter.augment(data)
+            extra = augmenter.augment(data, progress=progress)
         atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
     return extra
 
@@ -266,7 +266,7 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
 def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     spec = get_task(exp.task)
     train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
-    extra = augmented(exp, train_data) if exp.augment is not None else None
+    extra = augmented(exp, train_data, progress_enabled() if progress is None else progress) if exp.augment is not None else None
     objective = make_objective(exp.method, exp.hp)
     teacher_rec, source, dev_cls = None, None, None
     if exp.teacher is not None and objective.teacher_quantities:

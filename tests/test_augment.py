@@ -153,8 +153,24 @@ def test_tinybert_augmenter_is_deterministic_and_keeps_the_length():
     for text in data.text_a:  # one word in, one word out: the length never changes
         assert all(len(s.split()) == len(text.split()) for s in aug.samples(text.split(), _fake_candidates, random.Random(1)))
     assert TinyBertAugmenter(p_t=0.0, n_aug=3).augment(data, _fake_candidates).text_a == []  # nothing new
-    every = TinyBertAugmenter(p_t=1.0, k=2, n_aug=1, seed=0).samples(["a", "b"], _fake_candidates, random.Random(0))
-    assert len(every) == 1 and all(w[:-1] in ("a", "b") and w[-1] in "01" for w in every[0].split())
+    every = TinyBertAugmenter(p_t=1.0, k=2, n_aug=1, seed=0).samples(["cat", "dog"], _fake_candidates, random.Random(0))
+    assert len(every) == 1 and all(w[:-1] in ("cat", "dog") and w[-1] in "01" for w in every[0].split())
+
+
+def test_tinybert_augmenter_replaces_content_words_only_as_the_papers_code():
+    """Stop words, punctuation and numbers stay (the paper's code); ``content_words_only=False`` replaces any word."""
+    from kdlib.augment import TinyBertAugmenter, content_word
+
+    assert [content_word(w) for w in ["film", "Film", "the", "isn't", ",", "1990", "n't", "café"]] == \
+        [True, True, False, False, False, False, False, False]
+    words = "the film , made in 1990 , is not good".split()
+    kept = {0, 2, 4, 5, 6, 7, 8}  # the , in 1990 , is not
+    for seed in range(5):
+        out = TinyBertAugmenter(p_t=1.0, k=2, n_aug=1).samples(words, _fake_candidates, random.Random(seed))[0].split()
+        assert all(out[i] == words[i] for i in kept) and all(out[i] != words[i] for i in set(range(len(words))) - kept)
+    every = TinyBertAugmenter(p_t=1.0, k=2, n_aug=1, content_words_only=False).samples(words, _fake_candidates,
+                                                                                          random.Random(0))[0].split()
+    assert all(a != b for a, b in zip(every, words))
 
 
 @pytest.mark.parametrize("kwargs, message", [
