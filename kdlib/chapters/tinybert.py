@@ -32,14 +32,22 @@ class Setting:
     ffn: int
     tasks: tuple
     n_aug: int  # augmented sentences per training sentence (the paper: 20 for SST-2, 30 for small tasks)
+    #: task → epochs of task distillation's (intermediate, prediction) stages over the training set plus its
+    #: augmentations; a task not named here uses the settings table's student epochs for both
+    stage_epochs: dict
     p_t: float = 0.4
     k: int = 15
 
 
 SETTINGS = {
-    "smoke": Setting(layers=1, hidden=48, heads=12, ffn=96, tasks=("sst2",), n_aug=2),
-    "cpu": Setting(layers=2, hidden=156, heads=12, ffn=600, tasks=("sst2", "mrpc", "stsb", "cola"), n_aug=2),
-    "gpu": Setting(layers=4, hidden=312, heads=12, ffn=1200, tasks=("sst2", "mrpc", "stsb", "cola"), n_aug=20),
+    "smoke": Setting(layers=1, hidden=48, heads=12, ffn=96, tasks=("sst2",), n_aug=2, stage_epochs={}),
+    # one augmentation per sentence (per side of a pair), and about as many examples per stage as the settings
+    # table gives the students that train on labels: SST-2 2 epochs of 67k sentences, 1 epoch of 67k + 67k
+    "cpu": Setting(layers=2, hidden=156, heads=12, ffn=600, tasks=("sst2", "mrpc", "stsb", "cola"), n_aug=1,
+                   stage_epochs={"sst2": (1, 1), "mrpc": (4, 3), "stsb": (3, 3), "cola": (4, 4)}),
+    # the paper's code: 10 epochs of intermediate-layer distillation, then 3 of the prediction layer
+    "gpu": Setting(layers=4, hidden=312, heads=12, ffn=1200, tasks=("sst2", "mrpc", "stsb", "cola"), n_aug=20,
+                   stage_epochs={t: (10, 3) for t in ("sst2", "mrpc", "stsb", "cola")}),
 }
 
 
@@ -70,12 +78,13 @@ def augmentation(profile: Profile) -> TinyBertAugment:
 
 
 def task_run(profile: Profile, task: str, method: str, seed: int, model, label: str, teacher_exp=None,
-             augment=None, keep: str = "best", keep_model: bool = False, **hparams) -> Experiment:
+             augment=None, keep: str = "best", keep_model: bool = False, epochs: int | None = None,
+             **hparams) -> Experiment:
     """A run on ``task`` with the settings table's student row (evaluated unless it keeps its last state)."""
     r = settings.get(profile, task, "student")
     return Experiment(chapter=CHAPTER, profile=profile.name, task=task, method=method, model=model,
                       teacher=teacher_exp, hparams=hparams, data=profile.data, train_size=profile.train_size,
-                      dev_size=profile.dev_size, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
+                      dev_size=profile.dev_size, epochs=epochs or r.epochs, lr=r.lr, batch_size=r.batch_size,
                       max_length=r.max_length, seed=seed, evals_per_epoch=r.evals_per_epoch if keep == "best" else 0,
                       keep=keep, augment=augment, label=label, keep_model=keep_model)
 
@@ -84,13 +93,28 @@ def tinybert(profile: Profile, task: str, seed: int, start=None, augment=True, l
              **hparams) -> Experiment:
     """Task distillation: the intermediate stage from ``start`` (general distillation by default), then the
     prediction stage from its weights, both on the training set plus the augmented sentences."""
-    t = teacher(profile, task)
+    t, aug = teacher(profile, task), augmentation(profile) if augment else None
+    first = intermediate(profile, task, seed, start, augment, label, **hparams)
+    return task_run(profile, task, "tinybert", seed, FromRun(first), label, t, aug,
+                    epochs=stage_epochs(profile, task)[1], stage="prediction",
+                    **{k: v for k, v in hparams.items() if k == "pred"})
+
+
+def intermediate(profile: Profile, task: str, seed: int, start=None, augment=True, label: str = "TinyBERT",
+                 **hparams) -> Experiment:
+    """Task distillation's first stage: the intermediate losses from ``start`` (general distillation by
+    default) with the fine-tuned teacher, the last state kept for the second stage."""
     start = FromRun(general(profile)) if start is None else start
     aug = augmentation(profile) if augment else None
-    stage1 = task_run(profile, task, "tinybert", seed, start, f"{label}: intermediate", t, aug, keep="last",
-                      keep_model=True, stage="intermediate", **hparams)
-    return task_run(profile, task, "tinybert", seed, FromRun(stage1), label, t, aug, stage="prediction",
-                    **{k: v for k, v in hparams.items() if k == "pred"})
+    return task_run(profile, task, "tinybert", seed, start, f"{label}: intermediate", teacher(profile, task), aug,
+                    keep="last", keep_model=True, epochs=stage_epochs(profile, task)[0], stage="intermediate",
+                    **hparams)
+
+
+def stage_epochs(profile: Profile, task: str) -> tuple:
+    """Epochs of task distillation's two stages on ``task`` (the intermediate layers, then the prediction)."""
+    epochs = settings.get(profile, task, "student").epochs
+    return setting(profile).stage_epochs.get(task, (epochs, epochs))
 
 
 def plan(profile: Profile) -> dict:
@@ -113,6 +137,10 @@ def plan(profile: Profile) -> dict:
     rows[f"ablation: {main} · no augmentation"] = [tinybert(profile, main, 0, augment=False, label="no DA")]
     for term in ("attn", "hidn", "embd"):
         rows[f"ablation: {main} · no L_{term}"] = [tinybert(profile, main, 0, label=f"no {term}", **{term: 0.0})]
+    # without the prediction loss the second stage trains on the labels (the training set, not augmented);
+    # its first stage is the TinyBERT row's own
+    rows[f"ablation: {main} · no L_pred"] = [task_run(profile, main, "finetune", 0, FromRun(intermediate(profile, main, 0)),
+                                                       "no pred", epochs=stage_epochs(profile, main)[1])]
     for mapping in ("top", "bottom"):
         rows[f"ablation: {main} · {mapping} layer map"] = [tinybert(profile, main, 0, label=f"{mapping} map",
                                                                     mapping=mapping)]
