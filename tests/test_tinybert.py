@@ -93,6 +93,8 @@ def test_the_chapter_plan_holds_together_and_its_smallest_row_runs_on_smoke(stor
     assert (student.layers, student.hidden, student.heads, student.intermediate) == (2, 156, 12, 600)
     # every TinyBERT row of every task starts from the same general distillation
     assert {r[0].model.run.model.run.hash for k, r in cpu.items() if k.endswith("TinyBERT")} == {gd.hash}
-    assert cpu["ablation: sst2 · no general distillation"][0].model.run.model == student
+    assert cpu["ablation: cola · no general distillation"][0].model.run.model == student
+    assert cpu["ablation: cola · no L_pred"][0].model.run.hash == cpu["cola · TinyBERT"][0].model.run.hash  # its stage 1
+    assert [e.epochs for e in (main.model.run, main)] == list(tinybert.stage_epochs(get_profile("cpu"), "sst2"))
     rec = run(tinybert.plan(get_profile("smoke"))["ablation: sst2 · no augmentation"][0])
     assert "accuracy" in rec["best"] and rec["config"]["model"]["run"]["model"]["run"]["task"] == "text"
