@@ -30,8 +30,8 @@ from .metrics import agreement
 from .models import count_parameters, fresh_student, load_classifier, load_tokenizer, masked_lm, quiet_transformers, \
     resolve_checkpoint, student_from_teacher
 from .steps import OptimArgs
-from .store import (RECORD_FIELDS, atomic_write_text, cache_dir, check_writable, load_record, locked, provenance,
-                    recompute_requested, record_path, results_dir, stored_path)
+from .store import (RECORD_FIELDS, atomic_write_text, cache_dir, check_writable, load_record, locked, measurement,
+                    provenance, recompute_requested, record_path, results_dir, stored_path)
 from .teachers import CachedTeacher, LiveTeacher, TeacherSource, cached_outputs, fingerprint, split_quantities, \
     write_fingerprint
 from .train import TrainArgs, make_loader, progress_enabled, train
@@ -72,11 +72,18 @@ def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskDa
     with locked(path, "the augmented transfer set"):
         if path.is_file():
             return TaskData(**json.loads(path.read_text()))
-        augmenter = exp.augment.make(seed=exp.subset_seed)
-        if isinstance(exp.augment, TinyBertAugment):
-            extra = augmenter.augment(data, word_candidates(exp.augment.mlm), progress=progress)
-        else:
-            extra = augmenter.augment(data, progress=progress)
+        made = {}
+
+        def compute() -> dict:  # the transfer set goes to the cache; its cost and size to a stored record
+            augmenter = exp.augment.make(seed=exp.subset_seed)
+            if isinstance(exp.augment, TinyBertAugment):
+                made["data"] = augmenter.augment(data, word_candidates(exp.augment.mlm), progress=progress)
+            else:
+                made["data"] = augmenter.augment(data, progress=progress)
+            return {"n_source": len(data), "n_new": len(made["data"])}
+
+        measurement("augmentation", exp.profile, exp.chapter, key_src, compute, force=True)
+        extra = made["data"]
         atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
     return extra
 
@@ -318,6 +325,9 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
             "cached": list(source.cached.names) if source.cached else [],
             "live": list(source.live.names) if source.live else []},
         "wall_time_s": round(result.wall_time_s, 1),
+        # the live teacher's forward passes, per call, as this process measured them (a resumed run: since the resume)
+        "teacher_live_s_per_call": None if source is None or source.live is None or not source.live.calls
+        else round(source.live.seconds / source.live.calls, 5),
         "teacher_floats_per_example": None if source is None or source.cached is None else objective.teacher_floats(
             {k: tuple(v.shape[1:]) for k, v in source.cached.tensors.items()},
             getattr(getattr(model, "config", None), "num_hidden_layers", 0)),

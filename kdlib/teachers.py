@@ -50,6 +50,7 @@ class LiveTeacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.names = check_quantities(names)
+        self.seconds, self.calls = 0.0, 0  # time in the teacher's forward passes (what the live teacher costs)
 
     def to(self, device):
         self.model.to(device)
@@ -58,10 +59,18 @@ class LiveTeacher:
     def outputs(self, inputs: dict, names=None, grad_to_inputs: bool = False) -> dict:
         """The quantities for ``inputs`` (``input_ids`` or ``inputs_embeds``). ``grad_to_inputs`` keeps the
         graph so that gradients reach the *inputs* (a generator's soft tokens), never the teacher's weights."""
+        import time
+
         device = next(self.model.parameters()).device
+        start = time.perf_counter()
         with torch.set_grad_enabled(grad_to_inputs), \
                 torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return forward_quantities(self.model, inputs, names or self.names)
+            out = forward_quantities(self.model, inputs, names or self.names)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
 
     def fill(self, batch: dict, idx: torch.Tensor, device) -> None:
         if not self.names:  # held for a step that runs the teacher on inputs of its own making
