@@ -196,6 +196,13 @@ class WordCandidates:
         best = sims.topk(min(k + 1, len(self.words))).indices.tolist()
         return [self.words[j] for j in best if self.words[j] != word.lower()][:k]
 
+    def prefetch(self, items: list) -> None:
+        """Ask the masked LM about the one-piece words of ``items`` (``(words, positions)``, several sentences) in
+        one batch, before the augmenter asks about them one by one."""
+        if self.mlm_topk is not None and hasattr(self.mlm_topk, "prefetch"):
+            self.mlm_topk.prefetch([(words, [i for i in positions if len(self.pieces(words[i])) == 1])
+                                    for words, positions in items])
+
     def __call__(self, words: list, i: int, k: int) -> list:
         if len(self.pieces(words[i])) == 1:
             if self.mlm_topk is None:
@@ -240,43 +247,83 @@ class TinyBertAugmenter:
             if int(value) != value or value < low:
                 raise KDLibError(f"{name} must be an integer >= {low}, got {value}")
 
-    def sample(self, words: list, candidates, rng: random.Random) -> list:
-        """One augmented sentence: each word replaced with probability p_t by one of its K candidates."""
+    def chosen(self, words: list, rng: random.Random) -> list:
+        """The positions one sample replaces: each word it may replace, with probability ``p_t``."""
+        return [i for i, w in enumerate(words)
+                if (not self.content_words_only or content_word(w)) and rng.random() < self.p_t]
+
+    def plans(self, words: list, rng: random.Random) -> list:
+        """The positions of each of the ``n_aug`` samples of a sentence, drawn before any candidate is asked for."""
+        return [self.chosen(words, rng) for _ in range(self.n_aug)]
+
+    def sample(self, words: list, candidates, rng: random.Random, chosen: list | None = None) -> list:
+        """One augmented sentence: each chosen word (:meth:`chosen`) replaced by one of its K candidates."""
         out = list(words)
-        for i in range(len(words)):
-            if self.content_words_only and not content_word(words[i]):
-                continue
-            if rng.random() < self.p_t:
-                options = candidates(words, i, self.k)
-                if options:
-                    out[i] = rng.choice(options)
+        for i in self.chosen(words, rng) if chosen is None else chosen:
+            options = candidates(words, i, self.k)
+            if options:
+                out[i] = rng.choice(options)
         return out
 
-    def samples(self, words: list, candidates, rng: random.Random) -> list:
-        """Up to ``n_aug`` new, distinct sentences (the original and repeats dropped)."""
+    def apply(self, words: list, plans: list, candidates, rng: random.Random) -> list:
+        """The new, distinct sentences of ``plans`` (the original and repeats dropped)."""
         seen, out = {" ".join(words)}, []
-        for _ in range(self.n_aug):
-            s = " ".join(self.sample(words, candidates, rng))
+        for plan in plans:
+            s = " ".join(self.sample(words, candidates, rng, plan))
             if s not in seen:
                 seen.add(s)
                 out.append(s)
         return out
 
-    def augment(self, data: TaskData, candidates, progress: bool = False) -> TaskData:
+    def samples(self, words: list, candidates, rng: random.Random) -> list:
+        """Up to ``n_aug`` new, distinct sentences of one sentence: its positions drawn first, their candidates
+        fetched in one question (``candidates.prefetch``, where it has one), then the replacements."""
+        plans = self.plans(words, rng)
+        _prefetch(candidates, [(words, plans)])
+        return self.apply(words, plans, candidates, rng)
+
+    def examples(self, words: list, candidates, index: int) -> dict:
+        """What the augmenter does to one sentence (``words``, example ``index`` of its data): the candidates of
+        each word it may replace, and samples drawn as :meth:`augment` draws them, from a generator seeded by
+        ``seed`` and the index."""
+        positions = [i for i, w in enumerate(words) if not self.content_words_only or content_word(w)]
+        _prefetch(candidates, [(words, [positions])])
+        cands = {words[i]: candidates(words, i, self.k) for i in positions}
+        return {"sentence": " ".join(words), "candidates": cands,
+                "samples": self.samples(words, candidates, random.Random(f"{self.seed}:{index}"))}
+
+    def augment(self, data: TaskData, candidates, progress: bool = False, block: int = 64) -> TaskData:
         """The augmented transfer set (new examples only; labels copied for reference). A pair is augmented
         one side at a time, the other side kept as it is, as the paper's code does (which, unlike this, pairs
-        the second side's samples with the *last* sample of the first)."""
+        the second side's samples with the *last* sample of the first). Examples go in blocks of ``block``: the
+        positions of a block are drawn first and their candidates fetched in one question (one masked-LM
+        batch for the block), then the replacements are drawn."""
         from tqdm import tqdm
 
         rng = random.Random(self.seed)
         new_a, new_b, labels = [], [] if data.text_b is not None else None, []
-        for i, label in enumerate(tqdm(data.labels, desc=f"TinyBERT augmentation of {data.task}", disable=not progress,
-                                       mininterval=10)):
-            sides = (data.text_a[i],) if data.text_b is None else (data.text_a[i], data.text_b[i])
-            for which, text in enumerate(sides):
-                for s in self.samples(text.split(), candidates, rng):
+        bar = tqdm(total=len(data), desc=f"TinyBERT augmentation of {data.task}", disable=not progress, mininterval=10)
+        for start in range(0, len(data), block):
+            jobs = []  # (example, side, words, plans)
+            for i in range(start, min(start + block, len(data))):
+                sides = (data.text_a[i],) if data.text_b is None else (data.text_a[i], data.text_b[i])
+                for which, text in enumerate(sides):
+                    words = text.split()
+                    jobs.append((i, which, words, self.plans(words, rng)))
+            _prefetch(candidates, [(words, plans) for _, _, words, plans in jobs])
+            for i, which, words, plans in jobs:
+                for s in self.apply(words, plans, candidates, rng):
                     new_a.append(s if which == 0 else data.text_a[i])
                     if new_b is not None:
                         new_b.append(s if which == 1 else data.text_b[i])
-                    labels.append(label)
+                    labels.append(data.labels[i])
+            bar.update(min(block, len(data) - start))
+        bar.close()
         return TaskData(data.task, f"{data.split}+tinybert", new_a, new_b, labels, data.source)
+
+
+def _prefetch(candidates, items: list) -> None:
+    """Fetch the candidates of every planned position of ``items`` (``(words, plans)``) in one question, where
+    ``candidates`` can be asked that way (``prefetch(items)`` of ``(words, positions)``)."""
+    if hasattr(candidates, "prefetch"):
+        candidates.prefetch([(words, sorted({i for plan in plans for i in plan})) for words, plans in items])

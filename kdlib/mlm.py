@@ -68,40 +68,51 @@ def masked_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 class TopKWords:
     """``(words, i, k) -> [k words]``: a masked LM's best whole words for position ``i`` of a sentence (the word
-    there masked), as TinyBERT's augmenter asks for them. The first question about a sentence masks each of its
-    words in turn, in one batch, and caches the answers: the ``N_a`` samples of a sentence cost one forward
-    pass of ``len(words)`` rows."""
+    there masked), as TinyBERT's augmenter asks for them. :meth:`prefetch` asks about positions of several
+    sentences in batches (one row per position, the output layer read at the masked position only) and keeps
+    those answers until the next prefetch; a position not fetched is asked about on its own."""
 
-    def __init__(self, model, tokenizer, max_length: int = 128, k_max: int = 32):
+    def __init__(self, model, tokenizer, max_length: int = 128, k_max: int = 32, batch_rows: int = 256):
         self.model, self.tok, self.max_length, self.k_max = model.eval(), tokenizer, max_length, k_max
+        self.batch_rows = batch_rows
         vocab = tokenizer.get_vocab()
         whole = torch.zeros(len(tokenizer), dtype=torch.bool)
         whole[[i for w, i in vocab.items() if w.isalpha() and not w.startswith("##")]] = True
-        self.whole, self._cache = whole, {}
+        self.whole, self._answers = whole, {}
+
+    def prefetch(self, items: list) -> None:
+        """Answer every ``(words, positions)`` of ``items`` now, in batches of ``batch_rows`` rows; earlier
+        answers are dropped (the augmenter works through its data block by block)."""
+        rows = [(" ".join(words), words, i) for words, positions in items for i in positions]
+        self._answers = {}
+        for b in range(0, len(rows), self.batch_rows):
+            chunk = rows[b:b + self.batch_rows]
+            for (key, _, i), best in zip(chunk, self._ask([(words, i) for _, words, i in chunk])):
+                self._answers[(key, i)] = best
 
     @torch.no_grad()
-    def _sentence(self, words: list) -> list:
-        rows = [" ".join(list(words[:i]) + [self.tok.mask_token] + list(words[i + 1:])) for i in range(len(words))]
-        enc = self.tok(rows, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-        logits = self.model(**enc).logits.float()
-        out = []
-        for r in range(len(rows)):
-            where = (enc["input_ids"][r] == self.tok.mask_token_id).nonzero()
-            if not len(where):  # the position fell beyond max_length
-                out.append([])
-                continue
-            row = logits[r, where[0, 0]].masked_fill(~self.whole[: logits.size(-1)], float("-inf"))
-            out.append(self.tok.convert_ids_to_tokens(row.topk(self.k_max).indices.tolist()))
-        return out
+    def _ask(self, rows: list) -> list:
+        """The ``k_max`` best whole words for each ``(words, position)`` of ``rows``, in one forward pass."""
+        if not rows:
+            return []
+        texts = [" ".join(list(words[:i]) + [self.tok.mask_token] + list(words[i + 1:])) for words, i in rows]
+        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+        at = enc["input_ids"] == self.tok.mask_token_id
+        first = at & (at.cumsum(-1) == 1)  # one position per row (a row whose mask fell beyond max_length: none)
+        logits = masked_logits(self.model, enc["input_ids"], enc["attention_mask"], first,
+                               enc.get("token_type_ids")).float()
+        logits = logits.masked_fill(~self.whole[: logits.size(-1)], float("-inf"))
+        best = iter(logits.topk(self.k_max, dim=-1).indices.tolist())
+        return [self.tok.convert_ids_to_tokens(next(best)) if first[r].any() else [] for r in range(len(rows))]
 
     def __call__(self, words: list, i: int, k: int) -> list:
         if k > self.k_max:
             raise KDLibError(f"k = {k} is more than the {self.k_max} words kept per position; valid choices: "
                              f"1..{self.k_max}")
-        key = " ".join(words)
-        if key not in self._cache:  # the augmenter asks about one sentence at a time: keep only the last
-            self._cache = {key: self._sentence(words)}
-        return self._cache[key][i][:k]
+        key = (" ".join(words), i)
+        if key not in self._answers:
+            self._answers[key] = self._ask([(words, i)])[0]
+        return self._answers[key][:k]
 
 
 def gumbel_rewrite(generator_logits: torch.Tensor, chosen: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

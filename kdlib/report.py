@@ -129,7 +129,11 @@ def _model(m: dict) -> str:
     if kind == "layer_copy":
         return f"{len(m['layers'])}-layer copy of {m['checkpoint']} (layers {list(m['layers'])})"
     if kind == "from_run":
-        return f"the weights of run {m['run']['hash'] if 'hash' in m['run'] else '?'}"
+        run, root = m["run"], m["run"]["model"]
+        while root.get("kind") == "from_run":  # a chain of runs: name the architecture it started as
+            root = root["run"]["model"]
+        label = f" ({run['label']})" if run.get("label") else ""
+        return f"{_model(root)}, continued from run {run.get('hash', '?')}{label}"
     return m["checkpoint"]
 
 
@@ -277,6 +281,36 @@ def plot_curves(results: dict, rows: list, metric: str | None = None, ax=None, t
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_loss_terms(stages: dict, ax=None, title: str = ""):
+    """Each term of the training loss (the records' ``losses``) across runs that follow one another
+    (``{stage name: record}``), on one step axis with the stage boundaries marked; log scale."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 3.6))
+    offset, colours = 0, {}
+    for name, rec in stages.items():
+        points = rec.get("losses") or []
+        terms = [k for k in (points[0] if points else {}) if k not in ("step", "loss")] or ["loss"]
+        for term in terms:
+            if term not in colours:
+                colours[term] = f"C{len(colours)}"
+            ax.plot([offset + p["step"] for p in points], [p[term] for p in points], color=colours[term],
+                    label=term if term not in ax.get_legend_handles_labels()[1] else None)
+        last = max((p["step"] for p in points), default=0)
+        ax.axvline(offset + last, color="grey", lw=0.8, ls="--")
+        ax.text(offset + last / 2, 1.02, name, transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+        offset += last
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step (stages one after another)")
+    ax.set_ylabel("loss term (weighted)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(colours))
+    if title:
+        ax.set_title(title, fontsize=10, pad=14)
     return ax
 
 

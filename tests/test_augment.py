@@ -220,3 +220,46 @@ def test_tinybert_augments_a_pair_one_side_at_a_time():
     for a, b, y in zip(out.text_a, out.text_b, out.labels):
         i = next(j for j in range(len(data)) if a == data.text_a[j] or b == data.text_b[j])
         assert (a == data.text_a[i]) != (b == data.text_b[i]) and y == data.labels[i]  # exactly one side changed
+
+
+def test_tinybert_augmenter_asks_about_a_sentence_once():
+    """The positions of all N_a samples are drawn first and fetched in one question: every replaced position
+    was fetched, and nothing else was."""
+    from kdlib.augment import TinyBertAugmenter
+
+    class Fetching:
+        def __init__(self):
+            self.batches = []
+
+        def prefetch(self, items):
+            self.batches.append([i for _, positions in items for i in positions])
+
+        def __call__(self, words, i, k):
+            return _fake_candidates(words, i, k)
+
+    words = "good film with a bad plot and fine actors".split()
+    cands = Fetching()
+    out = TinyBertAugmenter(p_t=0.3, k=2, n_aug=4).samples(words, cands, random.Random(3))
+    changed = {i for s in out for i, (a, b) in enumerate(zip(s.split(), words)) if a != b}
+    assert len(cands.batches) == 1 and changed and changed <= set(cands.batches[0])
+    assert set(cands.batches[0]) <= {0, 1, 4, 5, 7, 8}  # content words only
+
+
+def test_tinybert_augmentation_fetches_a_block_at_a_time():
+    from kdlib.augment import TinyBertAugmenter
+    from kdlib.data import synthetic_task
+
+    calls = []
+
+    class Fetching:
+        def prefetch(self, items):
+            calls.append(len(items))
+
+        def __call__(self, words, i, k):
+            return _fake_candidates(words, i, k)
+
+    data = synthetic_task("mrpc", "train", 12)
+    out = TinyBertAugmenter(p_t=0.4, k=2, n_aug=2).augment(data, Fetching(), block=5)
+    assert calls == [10, 10, 4] and len(out) > 0  # 5 + 5 + 2 pairs, two sides each
+    again = TinyBertAugmenter(p_t=0.4, k=2, n_aug=2).augment(data, _fake_candidates, block=5)
+    assert (again.text_a, again.text_b) == (out.text_a, out.text_b)  # fetching changes no draw

@@ -10,6 +10,9 @@ from kdlib.chapters import CHAPTERS, in_book
 from .conftest import ROOT
 
 NOTEBOOKS = [c for c in in_book(ROOT) if c.notebook.endswith(".ipynb")]
+#: and the chapters still being written (registered, their notebook committed, not yet in _toc.yml)
+WRITTEN = NOTEBOOKS + [c for c in CHAPTERS.values() if c not in NOTEBOOKS and c.notebook.endswith(".ipynb")
+                       and (ROOT / c.notebook).is_file()]
 
 
 def test_the_book_lists_registered_chapters_only(tmp_path):
@@ -25,7 +28,7 @@ def test_the_book_lists_registered_chapters_only(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", NOTEBOOKS, ids=lambda c: c.key)
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.key)
 def test_chapter_runs_under_smoke(chapter, store):
     import papermill as pm
 
@@ -110,7 +113,7 @@ def test_figure_cells_show_their_figure(chapter):
     assert not blank, f"{chapter.notebook}: cells {blank} draw a figure, but the committed notebook holds no image"
 
 
-@pytest.mark.parametrize("chapter", NOTEBOOKS, ids=lambda c: c.key)
+@pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.key)
 def test_parameters_cells_are_hidden(chapter):
     cells = [(i, c["metadata"].get("tags", [])) for i, c in _code_cells(chapter)]
     params = [(i, tags) for i, tags in cells if {"parameters", "injected-parameters"} & set(tags)]

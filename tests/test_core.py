@@ -27,6 +27,22 @@ def exp(**kw):
     return Experiment(**{"method": "finetune", "model": MODELS["fresh"], **BASE, **kw})
 
 
+def text_run(kind: str):
+    """TinyBERT's label-free runs on the ``text`` task: kdlib's masked LM, and general distillation."""
+    from kdlib.config import MaskedLM
+
+    base = {**BASE, "task": "text", "evals_per_epoch": 0, "keep": "last"}
+    if kind == "masked LM":
+        return Experiment(**{**base, "method": "mlm", "model": MaskedLM("minilm-l6", 1), "evals_per_epoch": 1,
+                             "keep": "best"})
+    return Experiment(**{**base, "method": "tinybert", "model": FreshBert("minilm-l6", 1, 24, 12),
+                         "teacher": Pretrained("minilm-l6"), "hparams": {"stage": "intermediate"}})
+
+
+RUNS = {**{k: (lambda m=m: exp(model=m)) for k, m in MODELS.items()},
+        **{k: (lambda k=k: text_run(k)) for k in ("masked LM", "general distillation")}}
+
+
 def _strip(rec):
     return {k: rec[k] for k in ("hash", "history", "dev_logits", "best")}
 
@@ -35,14 +51,14 @@ SCRIPT = """
 import json, random, sys, torch
 torch.manual_seed(int(sys.argv[2])); torch.randn(int(sys.argv[2]) + 3); random.random()
 sys.path.insert(0, {root!r})
-from tests.test_core import MODELS, exp
+from tests.test_core import RUNS
 from kdlib.runner import run
-rec = run(exp(model=MODELS[sys.argv[1]]))
-print(json.dumps({{k: rec[k] for k in ("hash", "history", "dev_logits", "best")}}))
+rec = run(RUNS[sys.argv[1]]())
+print(json.dumps({{k: rec[k] for k in ("hash", "history", "losses", "dev_logits", "best")}}))
 """
 
 
-@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("kind", list(RUNS))
 def test_the_seed_fixes_a_run_across_processes(kind, tmp_path):
     """Two fresh processes with different prior RNG states, own stores: identical records."""
     out = []

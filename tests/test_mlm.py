@@ -95,8 +95,26 @@ def test_a_masked_lm_run_on_the_smoke_text_task(store):
     assert rec["n_dev"] == 32 and rec["dev_logits"] == []
     model = load_run_weights(e)  # the kept weights, tied output layer included
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
-    words = TopKWords(model, load_tokenizer("minilm-l6"))("the film is very good".split(), 4, 5)
+    tok = load_tokenizer("minilm-l6")
+    words = TopKWords(model, tok)("the film is very good".split(), 4, 5)
     assert len(words) == 5 and all(w.isalpha() for w in words)
+    # the batched answer is what one whole forward pass of the masked sentence gives
+    with torch.no_grad():
+        enc = tok("the film is very [MASK]", return_tensors="pt")
+        logits = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)]
+    ranked = [w for w in tok.convert_ids_to_tokens(logits.argsort(descending=True)[:200].tolist())
+              if w.isalpha() and not w.startswith("##")]
+    assert words == ranked[:5]
+    # positions fetched together answer as asked one by one; only what was asked is computed
+    sentence = "the film is very good".split()
+    other = "a dull story".split()
+    batched = TopKWords(model, tok, batch_rows=2)
+    batched.prefetch([(sentence, [1, 4]), (other, [1])])
+    key = " ".join(sentence)
+    assert set(batched._answers) == {(key, 1), (key, 4), ("a dull story", 1)} and batched(sentence, 4, 5) == words
+    alone = TopKWords(model, tok)
+    assert alone(sentence, 1, 5) == batched(sentence, 1, 5) and set(alone._answers) == {(key, 1)}
+    assert alone(other, 1, 5) == batched(other, 1, 5)
 
 
 def test_every_seed_draws_its_own_fresh_student(store):
