@@ -114,6 +114,22 @@ def size_speed(chapter: str, models: dict, reference: str, batch_size: int = 512
     return measurement("size_speed", first.profile, chapter, config, compute, force, stored_only)
 
 
+def size_speed_records(chapter: str, models: dict, reference: str, devices: tuple = ("cpu", "cuda"),
+                       force: bool = False) -> list:
+    """:func:`size_speed` at batch 512 on each of ``devices`` that is here (measured unless stored, or again
+    with ``force``), or whose record was stored on another machine."""
+    import torch
+
+    records = []
+    for device in devices:
+        here = device == "cpu" or torch.cuda.is_available()
+        rec = size_speed(chapter, models, reference, batch_size=512, device=device, force=force and here,
+                         stored_only=not here)
+        if rec is not None:
+            records.append(rec)
+    return records
+
+
 def stored_measurement(kind: str, chapter: str, profile: str, config: dict, compute) -> dict | None:
     """A measurement record that a page shows (:func:`kdlib.store.measurement`): read when stored, else computed
     and stored; ``None`` where it is not stored and cannot be computed here (no data, no network)."""

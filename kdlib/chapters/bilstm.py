@@ -156,19 +156,10 @@ def augmentation_examples(profile: Profile, n_iter: int = 4, count: int = 4, min
 def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
     """Size/speed records (Tang et al.'s Table 2) for the teacher and the BiLSTM: whole SST-2 training set,
     batch 512; one record per device that is here, or whose record was stored on another machine."""
-    import torch
-
-    from . import size_speed
+    from . import size_speed_records
 
     models = {"teacher": teacher(profile, TASK), "BiLSTM": bilstm(profile, TASK, "finetune", 0)}
-    records = []
-    for device in devices:
-        here = device == "cpu" or torch.cuda.is_available()
-        rec = size_speed(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
-                      stored_only=not here)
-        if rec is not None:
-            records.append(rec)
-    return records
+    return size_speed_records(CHAPTER, models, "teacher", devices, force)
 
 
 #: The paper's figures (kdlib/papers.yaml: Tang et al.'s Table 1, GLUE test server, teacher BERT-large; the

@@ -352,25 +352,16 @@ def attention_maps(profile: Profile, task: str | None = None) -> dict | None:
 def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
     """Size/speed records (the teacher, chapter 1's two-layer copy and TinyBERT's student on the SST-2 training
     set, batch 512), one per device that is here or whose record was stored elsewhere."""
-    import torch
-
-    from . import size_speed, student
+    from . import size_speed_records, student
 
     task = "sst2" if "sst2" in setting(profile).tasks else setting(profile).tasks[0]
     models = {"teacher": teacher(profile, task),
               f"{len(profile.student_layers)}-layer copy (chapter 1)": student(profile, CHAPTER, task, "finetune", 0),
               "TinyBERT's student": task_run(profile, task, "finetune", 0, student_model(profile), "TinyBERT")}
-    records = []
-    for device in devices:
-        here = device == "cpu" or torch.cuda.is_available()
-        rec = size_speed(CHAPTER, models, "teacher", batch_size=512, device=device, force=force and here,
-                         stored_only=not here)
-        if rec is not None:
-            records.append(rec)
-    return records
+    return size_speed_records(CHAPTER, models, "teacher", devices, force)
 
 
-def draw_attention(rec: dict, head_rule: str = "sharpest"):
+def draw_attention(rec: dict):
     """The attention maps of :func:`attention_maps` side by side: a row per model, a column per mapped layer,
     one head per column — the head whose *teacher* map is sharpest (lowest mean entropy over its rows)."""
     import matplotlib.pyplot as plt
