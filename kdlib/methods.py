@@ -416,9 +416,8 @@ class MateKD(Objective):
 
 class MateStep(TrainingStep):
     """MATE-KD's alternating step: the generator's turn ascends the divergence on rewritten text, the student's
-    descends ⅓ CE + ⅓ KL on rewritten text + ⅓ KL on clean text."""
-
-    last_student = float("nan")
+    descends ⅓ CE + ⅓ KL on rewritten text + ⅓ KL on clean text. The generator's turn reports the student's
+    loss as NaN (not measured on that step)."""
 
     def step(self, batch: dict, accelerator) -> dict:
         o, gen, teacher = self.objective, self.modules["generator"], self.teacher.live
@@ -427,7 +426,7 @@ class MateStep(TrainingStep):
                 chosen, one_hots = o.rewrite(gen, batch)
                 div = o.divergence(self.student, teacher, batch, chosen, one_hots, grad_to_inputs=True)
             self.update(self.players[1], div, accelerator)
-            return {"loss": self.last_student, "divergence": div.item()}
+            return {"loss": float("nan"), "divergence": div.item()}
         with accelerator.autocast():
             with torch.no_grad():
                 chosen, one_hots = o.rewrite(gen, batch)
@@ -437,8 +436,7 @@ class MateStep(TrainingStep):
             loss = (losses.hard_loss(clean, batch["labels"]) + adv
                     + losses.kd_kl(clean, batch["teacher_logits"], o.T)) / 3
         self.update(self.players[0], loss, accelerator)
-        self.last_student = loss.item()
-        return {"loss": self.last_student, "divergence": adv.item()}
+        return {"loss": loss.item(), "divergence": adv.item()}
 
 
 METHODS: dict[str, type] = {

@@ -28,6 +28,9 @@ from .metrics import task_metrics
 from .models import forward_quantities
 from .store import atomic_torch_save, atomic_write_text
 
+#: points of a record's ``losses`` curve: each the mean of every loss term over its share of the run's steps
+LOSS_POINTS = 50
+
 
 @dataclass
 class TrainArgs:
@@ -197,6 +200,8 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     if teacher is not None:
         teacher.to(accelerator.device)
     eval_every = max(1, steps_per_epoch // max(1, args.evals_per_epoch))
+    #: the loss terms are recorded as their means over every LOSS_POINTS-th part of the run (and at its end)
+    log_every = max(1, total_steps // LOSS_POINTS)
     summarize = objective.summarizes_dev and dev_teacher_cls is not None
 
     loop = {"history": [], "best": None, "best_logits": None, "best_state": None, "best_summary": None,
@@ -244,6 +249,7 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
         step.train(True)
         last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         running, count = 0.0, 0
+        terms = {}  # each shown loss term's (sum, count) since the last recorded point
         bar = tqdm(total=last_step, desc=f"{desc} epoch {epoch + 1}/{total_epochs}", disable=not progress,
                    leave=False, mininterval=2.0)
         for i, batch in enumerate(train_dl):
@@ -254,18 +260,22 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
                 teacher.fill(batch, idx, accelerator.device)
             objective.on_step_start(global_step, total_steps)
             shown = step.step(batch, accelerator)
-            shown = {k: v for k, v in shown.items() if v == v}  # a player that has not moved yet reports NaN
-            main_loss = next(iter(shown.values()), None)
+            main_loss = next(iter(shown.values()), None)  # the first value is the loss the student descends
+            shown = {k: v for k, v in shown.items() if v == v}  # NaN: a value this step did not measure
             global_step += 1
-            if main_loss is not None:
+            if main_loss is not None and main_loss == main_loss:
                 running += main_loss
                 count += 1
+            for k, v in shown.items():
+                terms[k] = (terms.get(k, (0.0, 0))[0] + v, terms.get(k, (0.0, 0))[1] + 1)
+            if (global_step % log_every == 0 or global_step == total_steps) and terms:
+                loop["losses"].append({"step": global_step, **{k: round(t / n, 6) for k, (t, n) in terms.items()}})
+                terms = {}
             bar.update(1)
             if count % 20 == 0:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
             at_end = i + 1 == last_step
             if at_end or ((i + 1) % eval_every == 0 and (i + 1) // eval_every < args.evals_per_epoch):
-                loop["losses"].append({"step": global_step, **{k: round(v, 6) for k, v in shown.items()}})
                 final = at_end and epoch == total_epochs - 1
                 if evaluating or final:
                     evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1), final)

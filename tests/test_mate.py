@@ -30,7 +30,8 @@ def test_mate_kd_trains_both_players_on_smoke(store):
     assert rec["config"]["hparams"]["generator"]["hash"] == mlm().hash  # the generator's start, by hash
     assert e.hash != e.replace(hparams={**hp, "generator": mlm(seed=1)}).hash
     assert rec["teacher_source"] == {"cached": ["logits"], "live": []} and "accuracy" in rec["best"]
-    assert all({"loss", "divergence"} <= set(p) for p in rec["losses"])
+    points = rec["losses"]  # a point of a generator step alone has no student loss (it was not measured)
+    assert all("divergence" in p for p in points) and 2 * sum("loss" in p for p in points) >= len(points)
     assert rec["trainable_modules"]["generator"] > 20_000_000  # the masked LM, whole
 
 

@@ -36,11 +36,16 @@ def test_general_then_task_distillation_chain(store):
     assert g["teacher_source"] == {"cached": [], "live": ["attention_scores", "hidden"]}
     assert set(g["best"]) == {"epoch", "step", "train_loss"} and g["trainable_modules"]  # no dev score; W_e, W_h
     assert gd.hash != general(seed=1).hash != general(teacher=Pretrained("bert-base-uncased")).hash
-    # every term of the loss is recorded at each evaluation point, and they sum to the loss
+    # every term of the loss is recorded, as its mean over each part of the run, and the terms sum to the loss
+    from kdlib.train import LOSS_POINTS
+
     for r, terms in ((g, {"embd", "hidn", "attn"}), (run(stage1), {"embd", "hidn", "attn"}), (rec, {"pred"})):
         point = r["losses"][-1]
         assert set(point) == {"step", "loss"} | terms
         assert sum(point[t] for t in terms) == pytest.approx(point["loss"], rel=1e-4)
+        steps = [p["step"] for p in r["losses"]]
+        assert steps == sorted(set(steps)) and len(steps) <= LOSS_POINTS + 1
+    assert [p["step"] for p in g["losses"]][-1] == g["best"]["step"]  # the last point ends the run
 
 
 def test_a_pretrained_teacher_has_no_logits_to_distil(store):
