@@ -48,11 +48,16 @@ def test_chapter_runs_under_smoke(chapter, store):
     expected = {e.hash for exps in chapter_plan(chapter.key, "smoke").values() for e in exps}
     assert expected <= {r["hash"] for r in records}
     for r in records:
-        main = next(k for k in r["best"] if k not in ("epoch", "step", "train_loss"))
-        low = -100 if r["config"]["task"] == "stsb" else 0  # a correlation may be negative
-        assert low <= r["best"][main] <= 100 and r["history"] and r["config"]["profile"] == "smoke"
+        assert r["history"] and r["config"]["profile"] == "smoke"
         assert r["wall_time_s"] > 0 and r["git_commit"] and r["hardware"]["device"] in ("cpu", "cuda")
-        assert len(r["dev_logits"]) == r["n_dev"]
+        main = next((k for k in r["best"] if k not in ("epoch", "step", "train_loss")), None)
+        if main is None:  # a run without dev evaluations (general distillation, a stage kept for the next)
+            assert r["config"]["evals_per_epoch"] == 0 and r["config"]["keep"] == "last" and r["dev_logits"] == []
+            continue
+        low = -100 if r["config"]["task"] == "stsb" else 0  # a correlation may be negative
+        assert low <= r["best"][main] <= 100
+        # a masked LM's dev score is its masked-token accuracy: it keeps no logits per example
+        assert len(r["dev_logits"]) == (0 if r["config"]["method"] == "mlm" else r["n_dev"])
     teachers = [r for r in records if r["config"]["chapter"] == "teachers" and r["label"] == "teacher"
                 and r["config"]["task"] == "sst2"]
     assert teachers and all(t["best"]["accuracy"] > 70 for t in teachers)  # the toy task is learnable
