@@ -289,8 +289,9 @@ class TinyBertAugmenter:
         positions = [i for i, w in enumerate(words) if not self.content_words_only or content_word(w)]
         _prefetch(candidates, [(words, [positions])])
         cands = {words[i]: candidates(words, i, self.k) for i in positions}
-        return {"sentence": " ".join(words), "candidates": cands,
-                "samples": self.samples(words, candidates, random.Random(f"{self.seed}:{index}"))}
+        rng = random.Random(f"{self.seed}:{index}")  # as samples() draws them, on the candidates fetched above
+        return {"sentence": " ".join(words), "candidates": cands, "samples": self.apply(words, self.plans(words, rng),
+                                                                                   candidates, rng)}
 
     def augment(self, data: TaskData, candidates, progress: bool = False, block: int = 64) -> TaskData:
         """The augmented transfer set (new examples only; labels copied for reference). A pair is augmented

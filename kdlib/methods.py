@@ -414,6 +414,52 @@ class MateKD(Objective):
         return losses.kd_kl(s_logits, t_logits, self.T)
 
 
+    def examples(self, step, dev_enc, tokenizer, seed: int, n: int = 8) -> dict:
+        """The first ``n`` dev examples rewritten once by the generator as training left it (the sample drawn
+        from ``seed``), with the teacher's and the student's outputs on the clean and on the rewritten text (the
+        student, too, as training left it; class probabilities, or the score for a regression task)."""
+        from .data import collate
+
+        gen, student, teacher = self.modules["generator"], step.student, step.teacher.live
+        device = next(student.parameters()).device
+        batch = {k: v.to(device) for k, v in collate(dev_enc, range(min(n, len(dev_enc)))).items()}
+        rest = {k: batch[k] for k in ("attention_mask", "token_type_ids")}
+        training = gen.training, student.training
+        gen.eval(), student.eval()
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            chosen, one_hots = self.rewrite(gen, batch)
+            new_ids = batch["input_ids"].masked_scatter(chosen, one_hots.argmax(-1))
+            out = {}
+            for name, ids in (("clean", batch["input_ids"]), ("rewritten", new_ids)):
+                t = teacher.outputs({"input_ids": ids, **rest}, ("logits",))["logits"].float()
+                s = student(input_ids=ids, **rest).logits.float()
+                show = (lambda z: z[:, 0]) if dev_enc.regression else (lambda z: z.softmax(-1))
+                out[name] = {"ids": ids, "teacher": show(t), "student": show(s), "kl": losses.kd_kl(s, t, self.T)}
+        gen.train(training[0]), student.train(training[1])
+        rows = []
+        for i in range(batch["input_ids"].size(0)):
+            keep = batch["attention_mask"][i].bool()
+
+            def text(ids):  # a pair's two sides joined by " ||| "
+                segments, current = [], []
+                for t in ids[i][keep].tolist():
+                    if t == tokenizer.sep_token_id:
+                        segments.append(current)
+                        current = []
+                    elif t != tokenizer.cls_token_id:
+                        current.append(t)
+                return " ||| ".join(tokenizer.decode(seg) for seg in segments + ([current] if current else []))
+
+            rows.append({"dev_index": i, "label": dev_enc.labels[i], "changed": int(chosen[i].sum()),
+                         "clean": text(out["clean"]["ids"]), "rewritten": text(out["rewritten"]["ids"]),
+                         **{f"{who}_{name}": [round(float(x), 4) for x in out[name][who][i].reshape(-1).tolist()]
+                            for who in ("teacher", "student") for name in ("clean", "rewritten")}})
+        return {"seed": seed, "mask_rate": self.mask_rate, "examples": rows,
+                "kl_clean": round(float(out["clean"]["kl"]), 6), "kl_rewritten": round(float(out["rewritten"]["kl"]), 6)}
+
+
 class MateStep(TrainingStep):
     """MATE-KD's alternating step: the generator's turn ascends the divergence on rewritten text, the student's
     descends ⅓ CE + ⅓ KL on rewritten text + ⅓ KL on clean text. The generator's turn reports the student's

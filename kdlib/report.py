@@ -284,6 +284,114 @@ def plot_curves(results: dict, rows: list, metric: str | None = None, ax=None, t
     return ax
 
 
+def against_teacher(results: dict, task: str, names, row, paper=None, metric: str | None = None) -> pd.DataFrame:
+    """:func:`results_table` of the rows ``row(task, name)`` (one of them ``"teacher"``), with each row's distance
+    to the teacher and, where ``paper(task, name)`` gives the paper's figure (a string as printed, or None), the
+    paper's figure and its distance to the paper's teacher."""
+    teacher = results[row(task, "teacher")][0]
+    rows = [row(task, n) for n in names]
+    df = results_table(results, rows, metric, teacher=teacher)  # agreement with this teacher, every row
+    df.index = list(names)
+    metric = metric or main_metric(results[rows[-1]])
+    top = teacher["best"][metric]
+    df.insert(1, "− teacher", ["–" if n == "teacher" else f"{mean(scores(results[r], metric)) - top:+.1f}"
+                               for n, r in zip(names, rows)])
+    theirs = {n: paper(task, n) for n in names} if paper else {}
+    if any(v is not None for v in theirs.values()):
+        ref = theirs.get("teacher")
+        df["paper"] = [theirs[n] or "" for n in names]
+        df["paper − teacher"] = ["" if theirs[n] is None or ref is None or n == "teacher"
+                                 else f"{float(theirs[n]) - float(ref):+.1f}" for n in names]
+    return df
+
+
+def plateau_by_task(results: dict, tasks, names, row, metric: str | None = None) -> pd.DataFrame:
+    """:func:`plateau` of the rows ``row(task, name)`` for each task, indexed by (GLUE task name, name)."""
+    frames = {get_task(t).folder: plateau({n: results[row(t, n)] for n in names if row(t, n) in results},
+                                          metric=metric) for t in tasks}
+    return pd.concat(frames, names=["task", "row"])
+
+
+def task_differences(results: dict, tasks, pairs, row, metric: str | None = None) -> pd.DataFrame:
+    """``A − B`` over seeds with Welch's t-test (:func:`difference`) for each task (rows) and pair (columns)."""
+    out = {get_task(t).folder: {f"{a} − {b}": difference(results[row(t, a)], results[row(t, b)], metric)
+                                for a, b in pairs} for t in tasks}
+    return pd.DataFrame(out).T
+
+
+def gaps_to_teacher(results: dict, tasks, names, row, paper=None, metric: str | None = None) -> dict:
+    """Teacher − student for each task and name: ``{task: {name: (mean over seeds, std over seeds, the paper's
+    gap or None)}}``; ``paper(task, name)`` gives the paper's teacher − student, or None where it has none."""
+    out = {}
+    for task in tasks:
+        top = scores(results[row(task, "teacher")], metric)[0]
+        out[task] = {}
+        for name in names:
+            sc = np.asarray(scores(results[row(task, name)], metric))
+            out[task][name] = (float(top - sc.mean()), float(sc.std(ddof=1)) if len(sc) > 1 else 0.0,
+                               paper(task, name) if paper else None)
+    return out
+
+
+def plot_task_bars(values: dict, ax=None, ylabel: str = "", paper_label: str = "paper"):
+    """Grouped bars, one group per task and one bar per name (``values[task][name] = (value, std, paper value or
+    None)``), ± 1 std as error bars, the paper's value as a black cross on its bar."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.6))
+    tasks = list(values)
+    names = list(values[tasks[0]])
+    width, crossed = 0.8 / len(names), False
+    for i, name in enumerate(names):
+        x = np.arange(len(tasks)) + (i - (len(names) - 1) / 2) * width
+        got = [values[t][name] for t in tasks]
+        ax.bar(x, [g[0] for g in got], width, yerr=[g[1] for g in got], capsize=2, label=name, color=f"C{i}")
+        theirs = [(xi, g[2]) for xi, g in zip(x, got) if g[2] is not None]
+        if theirs:
+            ax.scatter(*zip(*theirs), marker="x", color="black", s=18, zorder=3,
+                       label=None if crossed else paper_label)
+            crossed = True
+    ax.set_xticks(range(len(tasks)), [get_task(t).folder for t in tasks])
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=3)
+    return ax
+
+
+def plot_stage_curves(stages: dict, metric: str | None = None, ax=None, title: str = "", label: str = ""):
+    """Dev score through runs that follow one another (``{stage name: [records over seeds]}``): each stage's
+    mean curve over seeds (band = ± 1 std) on one epoch axis, each starting where the one before ended, with
+    the boundaries marked. Returns the axis; the line is labelled ``label`` (or the last stage's name)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 3.6))
+    offset, colour = 0.0, None
+    names = list(stages)
+    for i, name in enumerate(names):
+        recs = stages[name]
+        x, m, s = curve(recs, metric)
+        (line,) = ax.plot(offset + x, m, marker="o", ms=3, color=colour,
+                          label=(label or names[-1]) if i == 0 else None)
+        colour = line.get_color()
+        if s.any():
+            ax.fill_between(offset + x, m - s, m + s, alpha=0.15, color=colour)
+        end = offset + float(recs[0]["config"]["epochs"])
+        if i < len(names) - 1:
+            ax.axvline(end, color=colour, lw=0.8, ls="--")
+            ax.text(end, 0.02, f" end of {name}", transform=ax.get_xaxis_transform(), fontsize=7, color=colour,
+                    rotation=90, va="bottom")
+        offset = end
+    ax.set_xlabel("epoch (stages one after another)")
+    ax.set_ylabel(f"dev {metric or main_metric(next(iter(stages.values())))}")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
 def plot_loss_terms(stages: dict, ax=None, title: str = ""):
     """Each term of the training loss (the records' ``losses``) across runs that follow one another
     (``{stage name: record}``), on one step axis with the stage boundaries marked; log scale."""

@@ -304,6 +304,7 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     result = train(step, train_enc, dev_enc, exp.task, args, teacher=source, state_dir=state_dir,
                    keep_weights=keep_model, pad_id=tok.pad_token_id or 0, progress=progress,
                    desc=exp.label or exp.method, dev_teacher_cls=dev_cls)
+    examples = objective.examples(step, dev_enc, tok, seed_for(exp.seed, "examples"))
     logits = result.best_dev_logits
     record = {
         "schema": 2,
@@ -332,6 +333,7 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
             {k: tuple(v.shape[1:]) for k, v in source.cached.tensors.items()},
             getattr(getattr(model, "config", None), "num_hidden_layers", 0)),
         "summary": result.best_summary,
+        **({"examples": examples} if examples is not None else {}),
         **provenance(),
     }
     text = json.dumps(record, indent=1) + "\n"

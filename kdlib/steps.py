@@ -135,6 +135,12 @@ class Objective:
         weights averaged over the dev set). Both have shape (examples, layers + 1, hidden)."""
         return {}
 
+    def examples(self, step: "TrainingStep", dev_enc, tokenizer, seed: int) -> dict | None:
+        """What to record about a few dev examples once training ends (MATE-KD: its generator's rewrites with
+        both models' predictions), as JSON-ready data; ``None`` (the default) records nothing. ``seed`` fixes any
+        sampling."""
+        return None
+
     def teacher_floats(self, shapes: dict, student_depth: int) -> int:
         """How many cached teacher numbers one training example's loss reads (the cost column); ``shapes`` maps
         each cached quantity to its per-example shape (live quantities are computed per step, not stored)."""

@@ -33,6 +33,12 @@ def test_mate_kd_trains_both_players_on_smoke(store):
     points = rec["losses"]  # a point of a generator step alone has no student loss (it was not measured)
     assert all("divergence" in p for p in points) and 2 * sum("loss" in p for p in points) >= len(points)
     assert rec["trainable_modules"]["generator"] > 20_000_000  # the masked LM, whole
+    ex = rec["examples"]["examples"]  # dev examples rewritten by the generator as training left it
+    assert len(ex) == 8 and all(r["changed"] >= 1 for r in ex)
+    assert any(r["clean"] != r["rewritten"] for r in ex) and all("[SEP]" not in r["clean"] for r in ex)
+    assert all(abs(sum(r[k]) - 1) < 1e-3 for r in ex for k in ("teacher_clean", "student_rewritten"))
+    assert rec["examples"]["kl_clean"] >= 0 and rec["examples"]["kl_rewritten"] >= 0
+    assert "examples" not in run(teacher())  # only an objective that records examples adds the field
 
 
 def test_a_generator_step_increases_the_divergence(store):

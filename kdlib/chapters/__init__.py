@@ -225,6 +225,8 @@ CHAPTERS = {
     "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
     "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd", current=False),
     "tinybert": Chapter("tinybert", "chapters/04_tinybert.ipynb", "TinyBERT", "tinybert"),
+    "annealing": Chapter("annealing", "chapters/05_annealing_kd.ipynb", "Annealing KD", "annealing"),
+    "mate": Chapter("mate", "chapters/06_mate_kd.ipynb", "MATE-KD", "mate"),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
     "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
     "bibliography": Chapter("bibliography", "chapters/bibliography.md", "Bibliography"),

@@ -80,3 +80,104 @@ def plan(profile: Profile) -> dict:
                                                         layers=s.student_layers, T=T, alpha=ALPHA))
         rows[f"{task} · Annealing KD"] = each(lambda sd: annealed(profile, task, sd))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the page shows: each task against the paper, the gap to the teacher, the two stages, the cost
+# ---------------------------------------------------------------------------------------------------
+NAMES = ("teacher", "assistant", "labels only", "KD", "TAKD", "Annealing KD")
+STUDENTS = NAMES[2:]
+#: the paper's BERT-small table (BERT-large teacher, BERT-base assistant, a 4-layer student): its column for
+#: each task and its row for each of ours
+PAPER = ("jafari2021annealing", "dev_bert_small")
+PAPER_COLUMN = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA", "rte": "RTE"}
+PAPER_ROW = {"teacher": "teacher", "KD": "vanilla KD", "TAKD": "TAKD", "Annealing KD": "Annealing KD"}
+
+
+def row(task: str, name: str) -> str:
+    return f"{task} · {name}"
+
+
+def stage_one(exp):
+    """Stage I of an Annealing KD row's experiment (the run its stage II starts from)."""
+    return exp.model.run
+
+
+def chain_minutes(plan: dict, task: str, name: str) -> float:
+    """Wall time of one run of a row, in minutes, mean over seeds, counting stage I for Annealing KD (the
+    assistant that TAKD's students share is a run of its own row)."""
+    from statistics import mean
+
+    from ..runner import run
+
+    exps = plan[row(task, name)]
+    total = [run(e)["wall_time_s"] + (run(stage_one(e))["wall_time_s"] if name == "Annealing KD" else 0)
+             for e in exps]
+    return mean(total) / 60
+
+
+def paper_figure(task: str, name: str) -> str | None:
+    """The paper's BERT-small figure for one of our rows on ``task`` (as printed), or None where it has none."""
+    from .. import papers
+
+    col = PAPER_COLUMN.get(task)
+    return papers.figure(*PAPER, PAPER_ROW[name], col).value if col and name in PAPER_ROW else None
+
+
+def table(results: dict, plan: dict, profile: Profile, task: str, metric: str | None = None):
+    """Dev score of each row on ``task`` (mean ± std over seeds), its distance to the teacher, and the paper's
+    BERT-small figures beside, as a captioned :class:`~kdlib.report.Table`."""
+    from .. import papers, report
+    from ..data import get_task
+
+    df = report.against_teacher(results, task, NAMES, row, paper_figure, metric)
+    df["min / run"] = [f"{chain_minutes(plan, task, n):.1f}" for n in NAMES]
+    labels = results[row(task, "labels only")]
+    metric = metric or report.main_metric(labels)
+    s = setting(profile)
+    checkpoint = results[row(task, "teacher")][0]["config"]["model"]["checkpoint"]
+    what = (f"{get_task(task).folder} dev {metric}: a {len(s.student_layers)}-layer student under the fine-tuned "
+            f"{checkpoint} teacher, trained four ways (the assistant: {len(s.assistant_layers)} layers, "
+            f"τ_max = {tau_max(task)})")
+    caption = report.caption(labels, what) + (
+        " Annealing KD's min / run counts both stages; TAKD's does not count its assistant, made once per task.")
+    if task in PAPER_COLUMN:
+        caption += (f" Paper: {papers.source(*PAPER)}, BERT-large teacher, BERT-base assistant, BERT-small "
+                    "(4-layer) student.")
+    return report.Table(df, caption, key=f"annealing-{task}-{metric}")
+
+
+def paper_gap(task: str, name: str) -> float | None:
+    """The paper's teacher − student for one of our rows on ``task`` (BERT-small under BERT-large), or None."""
+    theirs, ref = paper_figure(task, name), paper_figure(task, "teacher")
+    return None if theirs is None or ref is None else float(ref) - float(theirs)
+
+
+def plot_gaps(results: dict, profile: Profile, ax=None):
+    """Bars: how far each student row stays below the teacher on each task (± 1 std over seeds); crosses: the
+    paper's gap for the same row (BERT-small under BERT-large)."""
+    from .. import report
+
+    values = report.gaps_to_teacher(results, setting(profile).tasks, STUDENTS, row, paper_gap)
+    return report.plot_task_bars(values, ax, "teacher − student (points of each task's metric)",
+                                 "paper (BERT-small)")
+
+
+def stages(results: dict, plan: dict, task: str) -> dict:
+    """The two runs behind the Annealing KD row on ``task``, over its seeds: ``{stage name: [records]}``."""
+    from ..runner import run
+
+    exps = plan[row(task, "Annealing KD")]
+    return {"stage I (annealed logits)": [run(stage_one(e)) for e in exps],
+            "stage II (labels)": results[row(task, "Annealing KD")]}
+
+
+def differences(results: dict, profile: Profile, metric: str | None = None):
+    """Annealing KD and TAKD against KD, and Annealing KD against TAKD, per task (Welch's t-test over seeds)."""
+    from .. import report
+
+    pairs = (("Annealing KD", "KD"), ("TAKD", "KD"), ("Annealing KD", "TAKD"), ("KD", "labels only"))
+    df = report.task_differences(results, setting(profile).tasks, pairs, row, metric)
+    return report.Table(df, "Differences between rows on each task's dev metric: mean over seeds, then Welch's "
+                        "t-test (a p-value under 0.05 with three seeds a side is weak evidence, not proof)",
+                        key="annealing-differences")
