@@ -186,6 +186,8 @@ def cmd_experiment(args) -> int:
         n = len({e.hash for exps in plan.values() for e in exps})
         print(f"[kdbook] shard {args.shard}: {n} of the plan's runs (teachers are made by whichever shard needs "
               "them first; the others wait and reuse them)")
+    if args.dry_run:
+        return _dry_run(args, plan)
     results = run_plan(plan, force=args.force, progress=True if args.progress else None)
     for task in dict.fromkeys(exps[0].task for exps in plan.values()):  # one table per task (metrics differ)
         rows = [r for r, exps in plan.items() if exps[0].task == task]
@@ -207,6 +209,25 @@ def cmd_experiment(args) -> int:
 
                 print(f"{rec['kind']}:")
                 print(pd.DataFrame(rec["rows"]).round(4).to_string(index=False))
+    return 0
+
+
+def _dry_run(args, plan: dict) -> int:
+    import pandas as pd
+
+    from .dryrun import default_store, dry_run
+
+    if args.force or args.shard:
+        raise KDLibError("--dry-run stores no result; it takes neither --force nor --shard")
+    rows = dry_run(plan, steps=args.steps, store=default_store(), progress=bool(args.progress))
+    standin = rows[0]["standin"]
+    print(f"[kdbook] dry run of {args.chapter}'s {args.profile} plan: {len(rows)} distinct runs of "
+          f"{sum(len(v) for v in plan.values())}, {args.steps} step(s) each, synthetic data, bf16 autocast on CPU"
+          + (f"; stand-in weights of the shape of {', '.join(standin)}" if standin else ""))
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(pd.DataFrame(rows).drop(columns="standin").to_string(index=False))
+    print(f"[kdbook] every run of the plan built and trained; no result was stored (the dry run's own runs are in "
+          f"{default_store()})")
     return 0
 
 
@@ -293,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--progress", action="store_true", help="force progress bars on")
     e.add_argument("--shard", metavar="i/N", help="run only shard i of N (1-based): a deterministic split of the "
                    "plan's runs, for a Slurm job array or several GPUs; start the N shards at once")
+    e.add_argument("--dry-run", action="store_true", help="check the plan without its data or a GPU: each distinct "
+                   "run for a few steps on synthetic data, bf16 autocast, a stand-in of the teacher's shape where its "
+                   "weights cannot be fetched; no result is stored")
+    e.add_argument("--steps", type=int, default=2, help="optimiser steps per run of a --dry-run (default 2)")
     e.set_defaults(func=cmd_experiment)
 
     b = sub.add_parser("build", help="render the book to _build/html (warnings are errors)")

@@ -61,10 +61,11 @@ class LiveTeacher:
         graph so that gradients reach the *inputs* (a generator's soft tokens), never the teacher's weights."""
         import time
 
+        from .train import autocast
+
         device = next(self.model.parameters()).device
         start = time.perf_counter()
-        with torch.set_grad_enabled(grad_to_inputs), \
-                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.set_grad_enabled(grad_to_inputs), autocast(device.type):
             out = forward_quantities(self.model, inputs, names or self.names)
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .data import Encoded, bucketed_batches, collate
-from .errors import KDLibError
+from .errors import KDLibError, check_choice
 from .metrics import task_metrics
 from .models import forward_quantities
 from .store import atomic_torch_save, atomic_write_text
@@ -66,6 +66,26 @@ def make_loader(enc: Encoded, batch_size: int, shuffle: bool, seed: int = 0, pad
     return DataLoader(range(len(enc)), batch_sampler=sampler, collate_fn=lambda ix: collate(enc, ix, pad_id))
 
 
+PRECISION_ENV = "KDLIB_MIXED_PRECISION"
+PRECISIONS = ("no", "bf16")
+
+
+def mixed_precision() -> str:
+    """Mixed precision of training and of the teacher's forward passes: ``KDLIB_MIXED_PRECISION`` (``no`` or
+    ``bf16``) where set, else bf16 on a GPU and none on a CPU. A gpu dry run (:mod:`kdlib.dryrun`) sets bf16 on a
+    CPU, so that the autocast path a GPU takes runs there too."""
+    value = os.environ.get(PRECISION_ENV)
+    if value:
+        check_choice(PRECISION_ENV, value, PRECISIONS)
+        return value
+    return "bf16" if torch.cuda.is_available() else "no"
+
+
+def autocast(device_type: str):
+    """bf16 autocast on ``device_type`` when :func:`mixed_precision` says so, else a no-op context."""
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=mixed_precision() == "bf16")
+
+
 def progress_enabled() -> bool:
     env = os.environ.get("KDLIB_PROGRESS")
     if env is not None:
@@ -79,7 +99,7 @@ def predict(model, loader, accelerator=None, device: str = "cpu", quantities: tu
 
     With ``quantities`` (names of :data:`kdlib.teachers.QUANTITIES`, e.g. ``("cls",)``) returns
     ``(logits, {name: tensor})``. Under several processes every returned tensor is gathered, so each process
-    holds every example. Eval mode, no gradients; bf16 autocast on a GPU."""
+    holds every example. Eval mode, no gradients; bf16 autocast as :func:`mixed_precision` says."""
     model.eval()
     names = tuple(q for q in quantities if q != "logits")
     outs, extra, order = [], {n: [] for n in names}, []
@@ -88,8 +108,7 @@ def predict(model, loader, accelerator=None, device: str = "cpu", quantities: tu
         idx = batch.pop("idx")
         batch.pop("labels", None)
         batch = {k: v.to(dev) for k, v in batch.items()}
-        ctx = accelerator.autocast() if accelerator is not None else torch.autocast(
-            device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        ctx = accelerator.autocast() if accelerator is not None else autocast(dev.type)
         with ctx:
             got = forward_quantities(model, {**batch, **forward_kwargs}, ("logits", *names))
         parts = (got["logits"], *[got[n] for n in names], idx.to(dev))
@@ -186,7 +205,7 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
         raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
     objective = step.objective
     progress = progress_enabled() if progress is None else progress
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    accelerator = Accelerator(mixed_precision=mixed_precision())
     set_seed(args.seed)
     train_dl = make_loader(train_enc, args.batch_size, True, args.seed, pad_id)
     sampler = train_dl.batch_sampler
