@@ -32,15 +32,19 @@ def _root() -> Path:
 
 
 def _notebooks(root: Path) -> list:
+    """The notebooks of the registered chapters that exist (a chapter's plan may come before its page)."""
     from .chapters import CHAPTERS
 
-    return [root / c.notebook for c in CHAPTERS.values() if c.notebook.endswith(".ipynb")]
+    return [root / c.notebook for c in CHAPTERS.values() if c.notebook.endswith(".ipynb") and (root / c.notebook).is_file()]
 
 
 def _resolve_notebook(name: str, root: Path) -> Path:
     from .chapters import CHAPTERS
 
     if name in CHAPTERS:
+        if not (root / CHAPTERS[name].notebook).is_file():
+            raise KDLibError(f"chapter {name!r} has no notebook yet ({CHAPTERS[name].notebook}); its experiments run "
+                             f"with: kdbook experiment {name}")
         name = CHAPTERS[name].notebook
     path = Path(name)
     if not path.is_absolute():
@@ -174,8 +178,12 @@ def cmd_experiment(args) -> int:
     from .report import results_table
     from .runner import run_plan
 
-    check_choice("chapter", args.chapter, [k for k, c in CHAPTERS.items() if c.plan])
-    plan = chapter_plan(args.chapter, args.profile)
+    planned = [k for k, c in CHAPTERS.items() if c.plan]
+    if args.chapter == "all" and args.dry_run:  # every chapter's plan at once: a path two chapters share runs once
+        plan = {f"{k}: {row}": exps for k in planned for row, exps in chapter_plan(k, args.profile).items()}
+    else:
+        check_choice("chapter", args.chapter, planned + (["all (with --dry-run)"] if not args.dry_run else ["all"]))
+        plan = chapter_plan(args.chapter, args.profile)
     if args.only:
         unknown = [r for r in args.only if r not in plan]
         if unknown:
@@ -307,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("experiment", help="run a chapter's experiments (no papermill; for GPU machines)")
-    e.add_argument("chapter", help="chapter key, e.g. hinton")
+    e.add_argument("chapter", help="chapter key, e.g. hinton ('all' with --dry-run: every chapter's plan)")
     e.add_argument("--profile", default="cpu")
     e.add_argument("--only", nargs="+", metavar="ROW", help="only these rows of the plan")
     e.add_argument("--force", action="store_true", help="train again even where a record is stored")

@@ -228,6 +228,7 @@ CHAPTERS = {
     "annealing": Chapter("annealing", "chapters/05_annealing_kd.ipynb", "Annealing KD", "annealing"),
     "mate": Chapter("mate", "chapters/06_mate_kd.ipynb", "MATE-KD", "mate"),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
+    "compare": Chapter("compare", "chapters/08_every_method.ipynb", "Every method in one setting", "compare"),
     "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
     "bibliography": Chapter("bibliography", "chapters/bibliography.md", "Bibliography"),
 }

@@ -48,36 +48,44 @@ def setting(profile: Profile) -> Setting:
     return SETTINGS[profile.name]
 
 
-def assistant(profile: Profile, task: str):
-    """TAKD's assistant: a copy of the checkpoint's first layers, distilled from the teacher (seed 0, kept)."""
-    s = setting(profile)
+def assistant(profile: Profile, task: str, layers: tuple | None = None):
+    """TAKD's assistant: a copy of the checkpoint's first layers (the setting's, or ``layers``), distilled from
+    the teacher (seed 0, kept)."""
+    layers = setting(profile).assistant_layers if layers is None else tuple(layers)
     return student(profile, CHAPTER, task, "kd", 0, teacher(profile, task), label="assistant (KD)",
-                   layers=s.assistant_layers, T=T, alpha=ALPHA).replace(keep_model=True)
+                   layers=layers, T=T, alpha=ALPHA).replace(keep_model=True)
 
 
-def annealed(profile: Profile, task: str, seed: int, label: str = "Annealing KD"):
-    """Stage II (labels) from stage I's best weights; stage I anneals the teacher's logits."""
-    s = setting(profile)
+def takd(profile: Profile, task: str, seed: int, layers: tuple | None = None, assistant_layers: tuple | None = None):
+    """TAKD: the student (the setting's layers, or ``layers``) distilled by KD from the assistant."""
+    layers = setting(profile).student_layers if layers is None else tuple(layers)
+    return student(profile, CHAPTER, task, "kd", seed, assistant(profile, task, assistant_layers), label="TAKD",
+                   layers=layers, T=T, alpha=ALPHA)
+
+
+def annealed(profile: Profile, task: str, seed: int, label: str = "Annealing KD", layers: tuple | None = None):
+    """Stage II (labels) from stage I's best weights; stage I anneals the teacher's logits. The student copies
+    the setting's layers, or ``layers``."""
+    layers = setting(profile).student_layers if layers is None else tuple(layers)
     stage1 = student(profile, CHAPTER, task, "annealing", seed, teacher(profile, task), label=f"{label}: stage I",
-                     layers=s.student_layers, tau_max=tau_max(task)).replace(keep_model=True)
+                     layers=layers, tau_max=tau_max(task)).replace(keep_model=True)
     return student(profile, CHAPTER, task, "finetune", seed, label=f"{label}: stage II",
-                   layers=s.student_layers).replace(model=FromRun(stage1))
+                   layers=layers).replace(model=FromRun(stage1))
 
 
 def plan(profile: Profile) -> dict:
     s = setting(profile)
     rows = {}
     for task in s.tasks:
-        t, a = teacher(profile, task), assistant(profile, task)
+        t = teacher(profile, task)
         each = lambda f: [f(seed) for seed in profile.seeds[:3]]  # noqa: E731
         rows[f"{task} · teacher"] = [t]
-        rows[f"{task} · assistant"] = [a]
+        rows[f"{task} · assistant"] = [assistant(profile, task)]
         rows[f"{task} · labels only"] = each(lambda sd: student(profile, CHAPTER, task, "finetune", sd,
                                                                label="labels only", layers=s.student_layers))
         rows[f"{task} · KD"] = each(lambda sd: student(profile, CHAPTER, task, "kd", sd, t, label="KD",
                                                       layers=s.student_layers, T=T, alpha=ALPHA))
-        rows[f"{task} · TAKD"] = each(lambda sd: student(profile, CHAPTER, task, "kd", sd, a, label="TAKD",
-                                                        layers=s.student_layers, T=T, alpha=ALPHA))
+        rows[f"{task} · TAKD"] = each(lambda sd: takd(profile, task, sd))
         rows[f"{task} · Annealing KD"] = each(lambda sd: annealed(profile, task, sd))
     return rows
 

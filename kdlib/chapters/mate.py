@@ -38,23 +38,35 @@ def setting(profile: Profile) -> Setting:
     return SETTINGS[profile.name]
 
 
+def rewrites_kd(profile: Profile, task: str, seed: int, layers: tuple | None = None):
+    """KD on the training set plus masked-LM rewrites (TinyBERT's augmenter, no adversary)."""
+    s = setting(profile)
+    layers = s.student_layers if layers is None else tuple(layers)
+    return student(profile, CHAPTER, task, "kd", seed, teacher(profile, task), label="KD + rewrites", layers=layers,
+                   T=T, alpha=ALPHA).replace(augment=TinyBertAugment(masked_lm(profile), n_aug=s.n_aug))
+
+
+def mate_kd(profile: Profile, task: str, seed: int, layers: tuple | None = None):
+    """MATE-KD, its generator starting from kdlib's masked LM."""
+    s = setting(profile)
+    layers = s.student_layers if layers is None else tuple(layers)
+    return student(profile, CHAPTER, task, "mate", seed, teacher(profile, task), label="MATE-KD", layers=layers,
+                   generator=masked_lm(profile), generator_steps=s.generator_steps, student_steps=s.student_steps)
+
+
 def plan(profile: Profile) -> dict:
-    s, mlm = setting(profile), masked_lm(profile)
+    s = setting(profile)
     rows = {}
     for task in s.tasks:
         t = teacher(profile, task)
         each = lambda f: [f(seed) for seed in profile.seeds[:3]]  # noqa: E731
-        kd = lambda sd, label: student(profile, CHAPTER, task, "kd", sd, t, label=label,  # noqa: E731
-                                       layers=s.student_layers, T=T, alpha=ALPHA)
         rows[f"{task} · teacher"] = [t]
         rows[f"{task} · labels only"] = each(lambda sd: student(profile, CHAPTER, task, "finetune", sd,
                                                                label="labels only", layers=s.student_layers))
-        rows[f"{task} · KD"] = each(lambda sd: kd(sd, "KD"))
-        rows[f"{task} · KD on masked-LM rewrites"] = each(lambda sd: kd(sd, "KD + rewrites").replace(
-            augment=TinyBertAugment(mlm, n_aug=s.n_aug)))
-        rows[f"{task} · MATE-KD"] = each(lambda sd: student(
-            profile, CHAPTER, task, "mate", sd, t, label="MATE-KD", layers=s.student_layers, generator=mlm,
-            generator_steps=s.generator_steps, student_steps=s.student_steps))
+        rows[f"{task} · KD"] = each(lambda sd: student(profile, CHAPTER, task, "kd", sd, t, label="KD",
+                                                      layers=s.student_layers, T=T, alpha=ALPHA))
+        rows[f"{task} · KD on masked-LM rewrites"] = each(lambda sd: rewrites_kd(profile, task, sd))
+        rows[f"{task} · MATE-KD"] = each(lambda sd: mate_kd(profile, task, sd))
     return rows
 
 

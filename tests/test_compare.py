@@ -1,0 +1,37 @@
+"""Chapter 8's plan: every method on one student, built by each method's own chapter, so that a run a chapter
+made in this setting is the same experiment (the same hash) and is reused, not trained again."""
+from kdlib.chapters import chapter_plan, compare
+from kdlib.profiles import get_profile
+
+
+def test_every_method_in_one_setting_reuses_the_chapters_runs():
+    cpu = get_profile("cpu")
+    plan = compare.plan(cpu)
+    assert list(plan)[:3] == ["sst2 · teacher", "sst2 · labels only", "sst2 · label smoothing"]
+    assert {len(v) for k, v in plan.items() if not k.endswith("teacher")} == {3}
+    pkd, alp = chapter_plan("pkd", "cpu"), chapter_plan("alp", "cpu")
+    assert [e.hash for e in plan["mrpc · PKD-Skip"]] == [e.hash for e in pkd["mrpc · 3 layers · PKD-Skip"]]
+    assert [e.hash for e in plan["stsb · ALP-KD"]] == [e.hash for e in alp["stsb · 3 layers · ALP-KD"]]
+    assert [e.hash for e in plan["sst2 · KD"]] == [e.hash for e in pkd["sst2 · 3 layers · vanilla KD"]]
+    for name in ("TinyBERT TD", "Annealing KD", "MATE-KD", "TAKD", "label smoothing"):  # one student for all
+        runs = plan[f"rte · {name}"]
+        first = runs[0].model.run if runs[0].model.kind == "from_run" else runs[0]
+        while first.model.kind == "from_run":
+            first = first.model.run
+        assert first.model.layers == (0, 1, 2), name
+    assert plan["cola · TAKD"][0].teacher.model.layers == (0, 1, 2, 3)  # halfway between 3 and 6 layers
+    assert plan["rte · TinyBERT TD, no augmentation"][0].augment is None
+    assert plan["rte · TinyBERT TD"][0].augment is not None
+    assert plan["sst2 · teacher"][0].hash == chapter_plan("hinton", "cpu")["teacher"][0].hash
+
+
+def test_a_chapter_planned_before_its_page_says_how_to_run_it(monkeypatch, capsys, tmp_path):
+    from kdlib import chapters
+    from kdlib.cli import main
+
+    monkeypatch.setitem(chapters.CHAPTERS, "later", chapters.Chapter("later", "chapters/99_later.ipynb", "Later", "compare"))
+    assert main(["run", "later", "--profile", "smoke", "--output", str(tmp_path / "x.ipynb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("kdbook: error: chapter 'later' has no notebook yet (chapters/99_later.ipynb); its experiments run "
+                   "with: kdbook experiment later")
+    assert not (tmp_path / "x.ipynb").exists()
