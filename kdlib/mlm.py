@@ -135,5 +135,5 @@ def embed_rewritten(embeddings: torch.nn.Embedding, input_ids: torch.Tensor, cho
         raise KDLibError(f"the generator's vocabulary has {one_hots.size(-1)} tokens and this model's "
                          f"{embeddings.num_embeddings}; the generator, the teacher and the student must share one")
     out = embeddings(input_ids)
-    mixed = one_hots.to(embeddings.weight.dtype) @ embeddings.weight
-    return out.masked_scatter(chosen.unsqueeze(-1), mixed)
+    mixed = one_hots.to(embeddings.weight.dtype) @ embeddings.weight  # bf16 under autocast, as a GPU runs it
+    return out.masked_scatter(chosen.unsqueeze(-1), mixed.to(out.dtype))

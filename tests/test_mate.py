@@ -110,3 +110,20 @@ def test_the_chapter_plan_holds_together():
     assert cpu["cola · KD"][2].hash == annealing.plan(p)["cola · KD"][2].hash  # the same student, one record
     m = cpu["sst2 · MATE-KD"][0]
     assert m.hp["generator"].hash == masked_lm(p).hash == cpu["sst2 · KD on masked-LM rewrites"][0].augment.mlm.hash
+
+
+def test_rewritten_embeddings_under_bf16_autocast():
+    """On a GPU the one-hot × table product runs in bf16 under autocast; the rewritten rows must still land in the
+    float32 embeddings (found by the gpu dry run: masked_scatter refused mixed dtypes)."""
+    from kdlib.mlm import embed_rewritten
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(10, 4)
+    ids = torch.tensor([[1, 2, 3]])
+    chosen = torch.tensor([[False, True, False]])
+    one_hot = torch.nn.functional.one_hot(torch.tensor([7]), 10).float().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = embed_rewritten(emb, ids, chosen, one_hot)
+    assert out.dtype == torch.float32 and torch.allclose(out[0, 1], emb.weight[7], atol=1e-2)
+    out.sum().backward()
+    assert one_hot.grad is not None and one_hot.grad.abs().sum() > 0
