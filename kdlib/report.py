@@ -161,19 +161,24 @@ def size_speed_table(record: dict, paper: dict | None = None) -> pd.DataFrame:
     return df
 
 
-def difference(a: list, b: list, metric: str | None = None) -> str:
-    """Mean difference of two rows over seeds with Welch's t-test, as a sentence fragment."""
+def welch(a: list, b: list, metric: str | None = None) -> tuple:
+    """``(mean of a − mean of b, Welch's p or None)`` over the seeds of two rows (None: too few seeds, or no spread)."""
     from scipy.stats import ttest_ind
 
     sa, sb = scores(a, metric), scores(b, metric)
-    diff = mean(sa) - mean(sb)
-    text = f"{diff:+.2f} points ({len(sa)} vs {len(sb)} seeds"
+    p = None
     if len(sa) > 1 and len(sb) > 1 and (np.std(sa) > 0 or np.std(sb) > 0):
         with warnings.catch_warnings():  # near-equal scores make scipy warn about precision; p is still fine
             warnings.simplefilter("ignore", RuntimeWarning)
             p = float(ttest_ind(sa, sb, equal_var=False).pvalue)
-        text += f", Welch t-test {p_value(p)}"
-    return text + ")"
+    return mean(sa) - mean(sb), p
+
+
+def difference(a: list, b: list, metric: str | None = None) -> str:
+    """Mean difference of two rows over seeds with Welch's t-test, as a sentence fragment."""
+    diff, p = welch(a, b, metric)
+    text = f"{diff:+.2f} points ({len(scores(a, metric))} vs {len(scores(b, metric))} seeds"
+    return text + (f", Welch t-test {p_value(p)})" if p is not None else ")")
 
 
 def p_value(p: float) -> str:
@@ -291,6 +296,9 @@ def against_teacher(results: dict, task: str, names, row, paper=None, metric: st
     teacher = results[row(task, "teacher")][0]
     rows = [row(task, n) for n in names]
     df = results_table(results, rows, metric, teacher=teacher)  # agreement with this teacher, every row
+    df = df.drop(columns=["params (M)", "train examples"])  # the same for every student: the caption says them
+    if get_task(task).is_regression:  # agreement of predicted classes means nothing for a score
+        df = df.drop(columns=["agrees with teacher %"])
     df.index = list(names)
     metric = metric or main_metric(results[rows[-1]])
     top = teacher["best"][metric]
@@ -313,9 +321,14 @@ def plateau_by_task(results: dict, tasks, names, row, metric: str | None = None)
 
 
 def task_differences(results: dict, tasks, pairs, row, metric: str | None = None) -> pd.DataFrame:
-    """``A − B`` over seeds with Welch's t-test (:func:`difference`) for each task (rows) and pair (columns)."""
-    out = {get_task(t).folder: {f"{a} − {b}": difference(results[row(t, a)], results[row(t, b)], metric)
-                                for a, b in pairs} for t in tasks}
+    """``A − B`` over seeds with Welch's p (:func:`welch`) for each task (rows) and pair (columns), one short cell
+    each: ``+0.84 (p = 0.05)``."""
+    def cell(a, b):
+        diff, p = welch(a, b, metric)
+        return f"{diff:+.2f}" + (f" ({p_value(p)})" if p is not None else "")
+
+    out = {get_task(t).folder: {f"{a} − {b}": cell(results[row(t, a)], results[row(t, b)]) for a, b in pairs}
+           for t in tasks}
     return pd.DataFrame(out).T
 
 

@@ -138,8 +138,9 @@ def differences(results: dict, profile: Profile, metric: str | None = None):
              ("KD", "labels only"))
     df = report.task_differences(results, setting(profile).tasks, pairs, row, metric)
     df.columns = ["MATE-KD − KD", "rewrites − KD", "MATE-KD − rewrites", "KD − labels only"]
-    return report.Table(df, "Differences between rows on each task's dev metric: mean over seeds, then Welch's "
-                        "t-test (a p-value under 0.05 with three seeds a side is weak evidence, not proof)",
+    n = len(results[row(setting(profile).tasks[0], "KD")])
+    return report.Table(df, f"Differences between rows on each task's dev metric: the mean over {n} seeds of one row "
+                        "minus the other's, and Welch's p-value (under 0.05 with so few seeds: weak evidence, not proof)",
                         key="mate-differences")
 
 
