@@ -264,6 +264,9 @@ class Experiment:
 
             raise KDLibError(f"task {self.task!r} has no labels, and method {self.method!r} needs them; valid "
                              f"choices on it: {label_free_methods()}")
+        if objective.classification_only and get_task(self.task).is_regression:
+            raise KDLibError(f"method {self.method!r} needs class labels, and task {self.task!r} is a regression; "
+                             "valid choices: a classification task")
         if self.evals_per_epoch and get_task(self.task).unlabelled and not objective.evaluates:
             raise KDLibError(f"method {self.method!r} has no dev score on task {self.task!r}; set evals_per_epoch=0 "
                              "and keep='last'")

@@ -54,6 +54,15 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float =
     return kl * T * T
 
 
+def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    r"""How far the student's outputs are from the teacher's: :func:`kd_kl` (:math:`T^2\,\mathrm{KL}`) over
+    classes, or, for one regression output (STS-B), the MSE of the two scores, where a softmax over one column
+    would always be 1 and the KL always 0."""
+    if student_logits.size(-1) == 1:
+        return F.mse_loss(student_logits, teacher_logits)
+    return kd_kl(student_logits, teacher_logits, T)
+
+
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        T: float = 1.0) -> torch.Tensor:
     r""":math:`-\sum_i q^t_i \log q^s_i` with both distributions at temperature T, batch mean, no
@@ -81,10 +90,7 @@ def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     """
     alpha = check_weight("alpha", alpha)
     T = check_temperature(T)
-    if student_logits.size(-1) == 1:
-        soft = F.mse_loss(student_logits, teacher_logits)
-    else:
-        soft = kd_kl(student_logits, teacher_logits, T)
+    soft = kd_divergence(student_logits, teacher_logits, T)
     hard = hard_loss(student_logits, labels) if alpha < 1 else student_logits.new_zeros(())
     return (1 - alpha) * hard + alpha * soft
 

@@ -27,7 +27,9 @@ class FineTune(Objective):
 
 
 class LabelSmoothing(Objective):
-    """Cross-entropy against smoothed one-hot targets (Szegedy et al. 2016)."""
+    """Cross-entropy against smoothed one-hot targets (Szegedy et al. 2016); classes only (no STS-B)."""
+
+    classification_only = True
 
     def __init__(self, epsilon: float = 0.1):
         self.epsilon = losses.check_weight("epsilon", epsilon)
@@ -411,7 +413,7 @@ class MateKD(Objective):
         t_emb = embed_rewritten(teacher.model.get_input_embeddings(), ids, chosen, one_hots)
         t_logits = teacher.outputs({"inputs_embeds": t_emb, **rest}, ("logits",), grad_to_inputs=grad_to_inputs)["logits"]
         s_logits = student(inputs_embeds=embed_rewritten(student.get_input_embeddings(), ids, chosen, one_hots), **rest).logits
-        return losses.kd_kl(s_logits, t_logits, self.T)
+        return losses.kd_divergence(s_logits, t_logits, self.T)
 
 
     def examples(self, step, dev_enc, tokenizer, seed: int, n: int = 8) -> dict:
@@ -436,7 +438,7 @@ class MateKD(Objective):
                 t = teacher.outputs({"input_ids": ids, **rest}, ("logits",))["logits"].float()
                 s = student(input_ids=ids, **rest).logits.float()
                 show = (lambda z: z[:, 0]) if dev_enc.regression else (lambda z: z.softmax(-1))
-                out[name] = {"ids": ids, "teacher": show(t), "student": show(s), "kl": losses.kd_kl(s, t, self.T)}
+                out[name] = {"ids": ids, "teacher": show(t), "student": show(s), "kl": losses.kd_divergence(s, t, self.T)}
         gen.train(training[0]), student.train(training[1])
         rows = []
         for i in range(batch["input_ids"].size(0)):
@@ -480,7 +482,7 @@ class MateStep(TrainingStep):
             inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
             clean = self.student(**inputs).logits
             loss = (losses.hard_loss(clean, batch["labels"]) + adv
-                    + losses.kd_kl(clean, batch["teacher_logits"], o.T)) / 3
+                    + losses.kd_divergence(clean, batch["teacher_logits"], o.T)) / 3
         self.update(self.players[0], loss, accelerator)
         return {"loss": loss.item(), "divergence": adv.item()}
 

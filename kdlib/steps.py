@@ -85,6 +85,8 @@ class Objective:
     teacher_quantities: tuple = ()
     #: True when the objective reads no labels (it may train on the label-free ``text`` task)
     label_free: bool = False
+    #: True when the objective needs class labels (label smoothing): no regression task (STS-B)
+    classification_only: bool = False
     #: True when :meth:`evaluate` scores the dev set itself (a masked LM), not the task's metrics on logits
     evaluates: bool = False
     #: True when the step runs the teacher itself on inputs of its making (MATE-KD's rewritten sentences):

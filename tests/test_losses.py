@@ -258,3 +258,22 @@ def test_annealing_schedule_visits_tau_max_down_to_1_in_equal_shares():
 def test_annealing_bad_input(call, message):
     with pytest.raises(KDLibError, match=re.escape(message)):
         call()
+
+
+def test_kd_divergence_is_the_kl_over_classes_and_the_mse_of_one_score():
+    """MATE-KD's divergence: on STS-B's single output a softmax is always 1 and the KL always 0, so the MSE of the
+    scores stands for it (as Hinton's loss takes it there)."""
+    s, t = torch.tensor([[0.5], [2.0]]), torch.tensor([[1.5], [1.0]])
+    assert close(losses.kd_divergence(s, t, 2.0), 1.0)  # ((0.5 − 1.5)² + (2 − 1)²) / 2
+    assert losses.kd_kl(s, t, 2.0).item() == 0.0  # what the KL alone would have given
+    assert close(losses.kd_divergence(S_ZERO, T_LOG, 2.0), losses.kd_kl(S_ZERO, T_LOG, 2.0))
+
+
+def test_label_smoothing_on_a_regression_task_is_one_line():
+    from kdlib.config import Experiment, LayerCopy
+    from kdlib.errors import KDLibError
+
+    with pytest.raises(KDLibError, match="method 'label_smoothing' needs class labels, and task 'stsb' is a "
+                                         "regression; valid choices: a classification task"):
+        Experiment(chapter="x", profile="smoke", task="stsb", method="label_smoothing",
+                   model=LayerCopy("minilm-l6", (0,)), hparams={"epsilon": 0.1})

@@ -82,10 +82,18 @@ def method_runs(profile: Profile, task: str, name: str) -> list:
     return [build[name](sd) for sd in seeds]
 
 
+def applies(name: str, task: str) -> bool:
+    """Whether method ``name`` has a meaning on ``task``: label smoothing needs classes (not STS-B's scores)."""
+    from ..data import get_task
+
+    return not (name == "label smoothing" and get_task(task).is_regression)
+
+
 def plan(profile: Profile) -> dict:
     rows = {}
     for task in setting(profile).tasks:
         rows[row(task, "teacher")] = [teacher(profile, task)]
         for name in METHODS:
-            rows[row(task, name)] = method_runs(profile, task, name)
+            if applies(name, task):
+                rows[row(task, name)] = method_runs(profile, task, name)
     return rows
