@@ -108,16 +108,18 @@ def plot_critical_difference(names, avg_ranks, cd: float, ax=None, title: str = 
     order = np.argsort(r)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * k))
+    half = math.ceil(k / 2)
     ax.set_xlim(0.7, k + 0.3)
-    ax.set_ylim(-(k + 1), 2.2)
+    ax.set_ylim(-(half + 1), 2.4)
     ax.axis("off")
     ax.hlines(1, 1, k, color="black", lw=1)
     for t in range(1, k + 1):
         ax.vlines(t, 1, 1.25, color="black", lw=1)
         ax.text(t, 1.4, str(t), ha="center", va="bottom", fontsize=8)
-    ax.hlines(2, 1, 1 + cd, color="black", lw=1.5)
-    ax.text(1 + cd / 2, 2.05, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
-    half = math.ceil(k / 2)
+    shown = min(cd, k - 1)  # a CD wider than the axis is drawn to its end and says so
+    ax.hlines(2, 1, 1 + shown, color="black", lw=1.5)
+    ax.text(1 + shown / 2, 2.05, f"CD = {cd:.2f}" + (" (wider than the axis)" if cd > k - 1 else ""), ha="center",
+            va="bottom", fontsize=8)
     for i, j in enumerate(order):  # the better half labelled on the left, the rest on the right
         y = -(i + 1) if i < half else -(k - i)
         x_text = 0.8 if i < half else k + 0.2

@@ -23,6 +23,7 @@ def test_every_method_in_one_setting_reuses_the_chapters_runs():
     assert plan["rte · TinyBERT TD, no augmentation"][0].augment is None
     assert plan["rte · TinyBERT TD"][0].augment is not None
     assert plan["sst2 · teacher"][0].hash == chapter_plan("hinton", "cpu")["teacher"][0].hash
+    assert "stsb · label smoothing" not in plan and "cola · label smoothing" in plan  # no classes on STS-B
 
 
 def test_a_chapter_planned_before_its_page_says_how_to_run_it(monkeypatch, capsys, tmp_path):

@@ -97,3 +97,153 @@ def plan(profile: Profile) -> dict:
             if applies(name, task):
                 rows[row(task, name)] = method_runs(profile, task, name)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the page shows: the table over tasks, the ranks and their test, each method against KD, the cost
+# ---------------------------------------------------------------------------------------------------
+def present(results: dict, profile: Profile) -> list:
+    """The methods with records on every task of the setting (label smoothing has none on STS-B)."""
+    return [m for m in METHODS if all(row(t, m) in results for t in setting(profile).tasks)]
+
+
+def means(results: dict, profile: Profile, methods: list | None = None):
+    """Mean dev score over seeds, tasks (rows, GLUE names) × methods (columns), each task in its own metric."""
+    import numpy as np
+    import pandas as pd
+
+    from .. import report
+    from ..data import get_task
+
+    methods = methods or [m for m in METHODS if any(row(t, m) in results for t in setting(profile).tasks)]
+    return pd.DataFrame({m: [float(np.mean(report.scores(results[row(t, m)]))) if row(t, m) in results else np.nan
+                             for t in setting(profile).tasks] for m in methods},
+                        index=[get_task(t).folder for t in setting(profile).tasks])
+
+
+def table(results: dict, profile: Profile):
+    """Methods (rows) × tasks: mean ± std over seeds and the rank within the task, the average score and the
+    average rank over the tasks where every method has a score."""
+    import pandas as pd
+
+    from .. import report, stats
+    from ..data import get_task
+
+    tasks = setting(profile).tasks
+    full = present(results, profile)
+    ranks = stats.ranks(means(results, profile, full).to_numpy())  # tasks × methods
+    out = {}
+    for m in METHODS:
+        cells = {}
+        for t in tasks:
+            recs = results.get(row(t, m))
+            rank = f" ({ranks[tasks.index(t), full.index(m)]:g})" if m in full else ""
+            cells[get_task(t).folder] = report.mean_std(report.scores(recs)) + rank if recs else "–"
+        avg = means(results, profile, [m])[m]
+        cells["average"] = f"{avg.mean():.1f}" if avg.notna().all() else "–"
+        cells["average rank"] = f"{ranks[:, full.index(m)].mean():.2f}" if m in full else "–"
+        out[m] = cells
+    teachers = {get_task(t).folder: f"{report.scores(results[row(t, 'teacher')])[0]:.1f}" for t in tasks}
+    df = pd.DataFrame(out).T
+    first = results[row(tasks[0], "labels only")]
+    metrics = ", ".join(f"{get_task(t).folder} {report.main_metric(results[row(t, 'KD')])}" for t in tasks)
+    return report.Table(df, f"Every method on one {depth(profile)}-layer student: dev score per task ({metrics}), mean ± "
+                        f"std over {len(first)} seed(s), with the method's rank on the task in brackets (1 = best), the "
+                        f"average over tasks and the average rank (over the methods that run on every task). Teachers: "
+                        f"{', '.join(f'{k} {v}' for k, v in teachers.items())}. Setting: "
+                        f"{report.describe_setting(first, width=None)}.", key="compare-table")
+
+
+def ranking(results: dict, profile: Profile, alpha: float = 0.05) -> dict:
+    """Friedman's test over tasks on the methods present on every task, and Nemenyi's critical difference."""
+    from .. import stats
+
+    m = means(results, profile, present(results, profile))
+    got = stats.friedman(m.to_numpy())
+    return {**got, "names": list(m.columns), "alpha": alpha,
+            "cd": stats.critical_difference(len(m.columns), len(m.index), alpha)}
+
+
+def against_kd(results: dict, profile: Profile):
+    """Each method minus KD on each task (mean over seeds) with Welch's p, and Holm's correction over every
+    (method, task) comparison in the table."""
+    import pandas as pd
+
+    from .. import report, stats
+    from ..data import get_task
+
+    cells, ps = [], []
+    for m in METHODS:
+        if m == "KD":
+            continue
+        for t in setting(profile).tasks:
+            if row(t, m) in results:
+                diff, p = report.welch(results[row(t, m)], results[row(t, "KD")])
+                cells.append((m, get_task(t).folder, diff, p))
+                if p is not None:
+                    ps.append(p)
+    holm = iter(stats.holm(ps)) if ps else iter(())
+    out = {}
+    for m, task, diff, p in cells:
+        text = f"{diff:+.2f}" + (f" ({report.p_value(next(holm))})" if p is not None else "")
+        out.setdefault(m, {})[task] = text
+    df = pd.DataFrame(out).T.fillna("–")
+    tested = (f"with Welch's p-value corrected by Holm's method for the {len(ps)} comparisons of the table" if ps
+              else "no p-values: a test needs at least two seeds a side")
+    return report.Table(df, f"Each method minus KD on each task's dev metric (mean over seeds), {tested}",
+                        key="compare-against-kd")
+
+
+def run_minutes(exp) -> float:
+    """Wall time of one run and of the runs it starts from (stage I, an intermediate stage), in minutes."""
+    from ..config import FromRun
+    from ..runner import run
+
+    total, model = run(exp)["wall_time_s"], exp.model
+    while isinstance(model, FromRun):
+        total += run(model.run)["wall_time_s"]
+        model = model.run.model
+    return total / 60
+
+
+def cost(results: dict, plan: dict, profile: Profile):
+    """Minutes per run of each method on each task (mean over seeds; every stage of a chain counted; a teacher
+    or assistant shared by several runs is not)."""
+    import numpy as np
+    import pandas as pd
+
+    from .. import report
+    from ..data import get_task
+
+    tasks = setting(profile).tasks
+    df = pd.DataFrame({get_task(t).folder: {m: f"{np.mean([run_minutes(e) for e in plan[row(t, m)]]):.1f}"
+                                            if row(t, m) in plan else "–" for m in METHODS} for t in tasks})
+    hw = results[row(tasks[0], "labels only")][0]["hardware"]
+    where = hw.get("gpu") or f"a {hw['cpu_count']}-core CPU, {hw['torch_threads']} thread(s) per run"
+    return report.Table(df, f"Minutes per run of each method (mean over seeds, every stage of a run that starts from "
+                        f"another counted), on {where}", key="compare-cost")
+
+
+def plot_score_cost(results: dict, plan: dict, profile: Profile, ax=None):
+    """Average score over tasks against minutes per run (mean over tasks), one point per method present on
+    every task."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    full = present(results, profile)
+    avg = means(results, profile, full).mean()
+    tasks = setting(profile).tasks
+    for i, m in enumerate(full):
+        minutes = np.mean([np.mean([run_minutes(e) for e in plan[row(t, m)]]) for t in tasks])
+        ax.scatter(minutes, avg[m], color=f"C{i % 10}", s=30)
+        ax.annotate(m, (minutes, avg[m]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set(xscale="log", xlabel="minutes per run (mean over tasks, all stages; log scale)",
+           ylabel="average dev score over tasks")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.grid(alpha=0.3)
+    return ax
