@@ -63,6 +63,18 @@ def student(profile: Profile, chapter: str, task: str, method: str, seed: int, t
                       evals_per_epoch=s.evals_per_epoch, label=label or method)
 
 
+def baselines(profile: Profile, chapter: str, task: str, layers: tuple, T: float = 2.0, alpha: float = 0.5,
+              n: int = 3) -> dict:
+    """The rows every method of a chapter is set against on ``task``: ``"teacher"``, and a copy of ``layers`` on
+    ``"labels only"`` and with ``"KD"`` (T, α: the book's KD row), over the profile's first ``n`` seeds."""
+    t = teacher(profile, task)
+    return {"teacher": [t],
+            "labels only": [student(profile, chapter, task, "finetune", sd, label="labels only", layers=layers)
+                            for sd in profile.seeds[:n]],
+            "KD": [student(profile, chapter, task, "kd", sd, t, label="KD", layers=layers, T=T, alpha=alpha)
+                   for sd in profile.seeds[:n]]}
+
+
 def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=None, label: str = "",
           n: int | None = None, layers: tuple | None = None, **hparams) -> list:
     """One experiment per seed of the profile (the first ``n`` seeds if given)."""

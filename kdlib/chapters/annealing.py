@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..config import FromRun
 from ..profiles import Profile
-from . import student, teacher
+from . import baselines, student, teacher
 
 CHAPTER = "annealing"
 T, ALPHA = 2.0, 0.5  # vanilla KD and TAKD's two steps: the book's KD row
@@ -77,14 +77,11 @@ def plan(profile: Profile) -> dict:
     s = setting(profile)
     rows = {}
     for task in s.tasks:
-        t = teacher(profile, task)
         each = lambda f: [f(seed) for seed in profile.seeds[:3]]  # noqa: E731
-        rows[f"{task} · teacher"] = [t]
+        base = baselines(profile, CHAPTER, task, s.student_layers, T, ALPHA)
+        rows[f"{task} · teacher"] = base["teacher"]
         rows[f"{task} · assistant"] = [assistant(profile, task)]
-        rows[f"{task} · labels only"] = each(lambda sd: student(profile, CHAPTER, task, "finetune", sd,
-                                                               label="labels only", layers=s.student_layers))
-        rows[f"{task} · KD"] = each(lambda sd: student(profile, CHAPTER, task, "kd", sd, t, label="KD",
-                                                      layers=s.student_layers, T=T, alpha=ALPHA))
+        rows[f"{task} · labels only"], rows[f"{task} · KD"] = base["labels only"], base["KD"]
         rows[f"{task} · TAKD"] = each(lambda sd: takd(profile, task, sd))
         rows[f"{task} · Annealing KD"] = each(lambda sd: annealed(profile, task, sd))
     return rows

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..config import TinyBertAugment
 from ..profiles import Profile
-from . import masked_lm, student, teacher
+from . import baselines, masked_lm, student, teacher
 
 CHAPTER = "mate"
 T, ALPHA = 2.0, 0.5  # the KD rows: the book's KD row
@@ -58,13 +58,8 @@ def plan(profile: Profile) -> dict:
     s = setting(profile)
     rows = {}
     for task in s.tasks:
-        t = teacher(profile, task)
         each = lambda f: [f(seed) for seed in profile.seeds[:3]]  # noqa: E731
-        rows[f"{task} · teacher"] = [t]
-        rows[f"{task} · labels only"] = each(lambda sd: student(profile, CHAPTER, task, "finetune", sd,
-                                                               label="labels only", layers=s.student_layers))
-        rows[f"{task} · KD"] = each(lambda sd: student(profile, CHAPTER, task, "kd", sd, t, label="KD",
-                                                      layers=s.student_layers, T=T, alpha=ALPHA))
+        rows.update({f"{task} · {k}": v for k, v in baselines(profile, CHAPTER, task, s.student_layers, T, ALPHA).items()})
         rows[f"{task} · KD on masked-LM rewrites"] = each(lambda sd: rewrites_kd(profile, task, sd))
         rows[f"{task} · MATE-KD"] = each(lambda sd: mate_kd(profile, task, sd))
     return rows
