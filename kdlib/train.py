@@ -205,7 +205,13 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
         raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
     objective = step.objective
     progress = progress_enabled() if progress is None else progress
-    accelerator = Accelerator(mixed_precision=mixed_precision())
+    try:
+        accelerator = Accelerator(mixed_precision=mixed_precision())
+    except ValueError:  # this process set accelerate up with the other precision (a dry run after a CPU run)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()  # the precision only; the process group (PartialState) stays
+        accelerator = Accelerator(mixed_precision=mixed_precision())
     set_seed(args.seed)
     train_dl = make_loader(train_enc, args.batch_size, True, args.seed, pad_id)
     sampler = train_dl.batch_sampler

@@ -77,3 +77,17 @@ def test_bad_dry_run_input_is_one_line(gpu_bert, monkeypatch, capsys):
     monkeypatch.setenv("KDLIB_MIXED_PRECISION", "fp8")
     with pytest.raises(KDLibError, match="unknown KDLIB_MIXED_PRECISION 'fp8'; valid choices: no, bf16"):
         mixed_precision()
+
+
+def test_the_gpu_plans_fit_a_six_layer_teacher_where_no_hub_answers(monkeypatch):
+    """Without the hub the gpu profile's teacher is minilm-l6: TinyBERT's student must then have a depth that
+    divides 6 (its uniform map), as its cpu student does (found by the dry run in CI)."""
+    from kdlib.chapters import chapter_plan, tinybert
+    from kdlib.profiles import get_profile
+
+    monkeypatch.setenv("KDLIB_GPU_TEACHER", "minilm-l6")
+    s = tinybert.setting(get_profile("gpu"))
+    assert 6 % s.layers == 0 and s.n_aug == 20 and s.stage_epochs["sst2"] == (10, 3)
+    assert chapter_plan("tinybert", "gpu")
+    monkeypatch.setenv("KDLIB_GPU_TEACHER", "bert-base-uncased")
+    assert tinybert.setting(get_profile("gpu")).layers == 4  # TinyBERT4 under BERT-base

@@ -14,7 +14,7 @@ The shape is TinyBERT4's in proportion: 4 of BERT-base's 12 layers and 312 of it
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import settings
 from ..config import Experiment, FreshBert, FromRun, Pretrained, TinyBertAugment
@@ -56,7 +56,12 @@ SETTINGS = {
 
 
 def setting(profile: Profile) -> Setting:
-    return SETTINGS[profile.name]
+    s = SETTINGS[profile.name]
+    if profile.name == "gpu" and profile.teacher != "bert-base-uncased":
+        # a 6-layer teacher (no hub): the cpu student's shape, whose depth divides the teacher's (the uniform map)
+        cpu = SETTINGS["cpu"]
+        s = replace(s, layers=cpu.layers, hidden=cpu.hidden, heads=cpu.heads, ffn=cpu.ffn)
+    return s
 
 
 def student_model(profile: Profile) -> FreshBert:
