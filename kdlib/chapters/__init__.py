@@ -75,6 +75,18 @@ def baselines(profile: Profile, chapter: str, task: str, layers: tuple, T: float
                    for sd in profile.seeds[:n]]}
 
 
+def run_minutes(exp) -> float:
+    """Wall time of one run and of the runs it starts from (stage I, an intermediate stage), in minutes."""
+    from ..config import FromRun
+    from ..runner import run
+
+    total, model = run(exp)["wall_time_s"], exp.model
+    while isinstance(model, FromRun):
+        total += run(model.run)["wall_time_s"]
+        model = model.run.model
+    return total / 60
+
+
 def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=None, label: str = "",
           n: int | None = None, layers: tuple | None = None, **hparams) -> list:
     """One experiment per seed of the profile (the first ``n`` seeds if given)."""

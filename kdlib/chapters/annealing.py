@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..config import FromRun
 from ..profiles import Profile
-from . import baselines, student, teacher
+from . import baselines, run_minutes, student, teacher
 
 CHAPTER = "annealing"
 T, ALPHA = 2.0, 0.5  # vanilla KD and TAKD's two steps: the book's KD row
@@ -113,12 +113,7 @@ def chain_minutes(plan: dict, task: str, name: str) -> float:
     assistant that TAKD's students share is a run of its own row)."""
     from statistics import mean
 
-    from ..runner import run
-
-    exps = plan[row(task, name)]
-    total = [run(e)["wall_time_s"] + (run(stage_one(e))["wall_time_s"] if name == "Annealing KD" else 0)
-             for e in exps]
-    return mean(total) / 60
+    return mean(run_minutes(e) for e in plan[row(task, name)])
 
 
 def paper_figure(task: str, name: str) -> str | None:

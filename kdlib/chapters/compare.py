@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..config import LayerCopy
 from ..profiles import Profile
-from . import alp, annealing, layerwise, mate, pkd, student, teacher, tinybert
+from . import alp, annealing, layerwise, mate, pkd, run_minutes, student, teacher, tinybert
 
 CHAPTER = "compare"
 EPSILON = 0.1  # label smoothing, as chapter 1's row
@@ -192,18 +192,6 @@ def against_kd(results: dict, profile: Profile):
               else "no p-values: a test needs at least two seeds a side")
     return report.Table(df, f"Each method minus KD on each task's dev metric (mean over seeds), {tested}",
                         key="compare-against-kd")
-
-
-def run_minutes(exp) -> float:
-    """Wall time of one run and of the runs it starts from (stage I, an intermediate stage), in minutes."""
-    from ..config import FromRun
-    from ..runner import run
-
-    total, model = run(exp)["wall_time_s"], exp.model
-    while isinstance(model, FromRun):
-        total += run(model.run)["wall_time_s"]
-        model = model.run.model
-    return total / 60
 
 
 def cost(results: dict, plan: dict, profile: Profile):
