@@ -220,6 +220,24 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    import pandas as pd
+
+    from .chapters.cost import by_chapter, gpu_estimate
+    from .dryrun import H100_BF16_FLOPS, SECONDS_PER_OP, UTILISATION
+
+    rec = gpu_estimate(args.chapters or None, teacher=args.teacher, steps=args.steps, force=args.force,
+                       progress=bool(args.progress))
+    print(f"[kdbook] an estimate, not a measurement: counted FLOPs and operator calls on the real data; an H100 at "
+          f"{UTILISATION[0]:.0%} (fast) or {UTILISATION[1]:.0%} (slow) of its {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s "
+          f"bf16 peak, and {SECONDS_PER_OP[0] * 1e6:.0f} or {SECONDS_PER_OP[1] * 1e6:.0f} µs at least per "
+          "operator call")
+    with pd.option_context("display.width", 200):
+        print(by_chapter(rec).round(3).to_string())
+    print(f"[kdbook] stored: results/gpu/cost/measurements/gpu_estimate-{rec['hash']}.json")
+    return 0
+
+
 def _dry_run(args, plan: dict) -> int:
     import pandas as pd
 
@@ -327,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights cannot be fetched; no result is stored")
     e.add_argument("--steps", type=int, default=2, help="optimiser steps per run of a --dry-run (default 2)")
     e.set_defaults(func=cmd_experiment)
+
+    t = sub.add_parser("estimate", help="estimate the gpu profile's H100 hours from a counted dry run (stored)")
+    t.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter keys (default: every planned chapter)")
+    t.add_argument("--teacher", help="the gpu profile's teacher checkpoint (default: as this machine plans it; "
+                   "bert-base-uncased: as a machine with the hub does, with a stand-in of its shape)")
+    t.add_argument("--steps", type=int, default=2, help="optimiser steps per counted run (default 2)")
+    t.add_argument("--force", action="store_true", help="count again even where the estimate is stored")
+    t.add_argument("--progress", action="store_true", help="progress bars of the counted runs")
+    t.set_defaults(func=cmd_estimate)
 
     b = sub.add_parser("build", help="render the book to _build/html (warnings are errors)")
     b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")

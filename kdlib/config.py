@@ -319,3 +319,29 @@ def seed_for(seed: int, purpose: str) -> int:
     so that, say, the weights drawn for a head do not change when the data order's draw does."""
     digest = hashlib.sha256(f"{int(seed)}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def dependencies(exp: Experiment) -> list:
+    """The runs ``exp`` needs made first, in a fixed order: its teacher, its start, the runs its hyper-parameters
+    name (a generator's start), its augmentation's masked LM."""
+    deps = [exp.teacher] if isinstance(exp.teacher, Experiment) else []
+    if isinstance(exp.model, FromRun):
+        deps.append(exp.model.run)
+    deps += [v for _, v in sorted(exp.hp.items()) if isinstance(v, Experiment)]
+    mlm = getattr(exp.augment, "mlm", None)
+    return deps + ([mlm] if isinstance(mlm, Experiment) else [])
+
+
+def closure(exp: Experiment) -> list:
+    """``exp`` and every run it depends on, each once, dependencies first."""
+    out, seen = [], set()
+
+    def visit(e):
+        for d in dependencies(e):
+            visit(d)
+        if e.hash not in seen:
+            seen.add(e.hash)
+            out.append(e)
+
+    visit(exp)
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from . import flops
 from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained, TinyBertAugment, \
     seed_for
 from .data import TaskData, encode, get_task, load_task, synthetic_task
@@ -301,9 +302,10 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     args = TrainArgs(epochs=exp.epochs, batch_size=exp.batch_size, evals_per_epoch=exp.evals_per_epoch,
                      keep=exp.keep, seed=exp.seed)
     state_dir = cache_dir() / "runs" / exp.hash / "state"
-    result = train(step, train_enc, dev_enc, exp.task, args, teacher=source, state_dir=state_dir,
-                   keep_weights=keep_model, pad_id=tok.pad_token_id or 0, progress=progress,
-                   desc=exp.label or exp.method, dev_teacher_cls=dev_cls)
+    with flops.run_tally() as work:  # the FLOPs and operator calls of its steps, when KDLIB_COUNT_FLOPS is set
+        result = train(step, train_enc, dev_enc, exp.task, args, teacher=source, state_dir=state_dir,
+                       keep_weights=keep_model, pad_id=tok.pad_token_id or 0, progress=progress,
+                       desc=exp.label or exp.method, dev_teacher_cls=dev_cls)
     examples = objective.examples(step, dev_enc, tok, seed_for(exp.seed, "examples"))
     logits = result.best_dev_logits
     record = {
@@ -326,14 +328,17 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
             "cached": list(source.cached.names) if source.cached else [],
             "live": list(source.live.names) if source.live else []},
         "wall_time_s": round(result.wall_time_s, 1),
+        "peak_memory": result.peak_memory,
         # the live teacher's forward passes, per call, as this process measured them (a resumed run: since the resume)
         "teacher_live_s_per_call": None if source is None or source.live is None or not source.live.calls
         else round(source.live.seconds / source.live.calls, 5),
+        "teacher_live_calls": None if source is None or source.live is None else source.live.calls,
         "teacher_floats_per_example": None if source is None or source.cached is None else objective.teacher_floats(
             {k: tuple(v.shape[1:]) for k, v in source.cached.tensors.items()},
             getattr(getattr(model, "config", None), "num_hidden_layers", 0)),
         "summary": result.best_summary,
         **({"examples": examples} if examples is not None else {}),
+        **({"work": work} if flops.enabled() else {}),
         **provenance(),
     }
     text = json.dumps(record, indent=1) + "\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from . import flops
 from .data import Encoded, bucketed_batches, collate
 from .errors import KDLibError, check_choice
 from .metrics import task_metrics
@@ -145,6 +146,48 @@ def hidden_states(out) -> tuple:
     return states
 
 
+class PeakMemory:
+    """The peak memory of a run, in MB: on a GPU the allocator's peak since the start (reset there); on a CPU the
+    process's resident set, sampled every ``every`` seconds by a thread (a process that made runs before keeps
+    what they left, so read it as "the process needed this much", not "this run alone")."""
+
+    def __init__(self, device, every: float = 0.25):
+        self.cuda, self.every, self.peak = torch.device(device).type == "cuda", every, 0
+        self._stop = None
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        import threading
+
+        import psutil
+
+        proc, self._stop = psutil.Process(), threading.Event()
+
+        def watch():
+            while True:
+                self.peak = max(self.peak, proc.memory_info().rss)
+                if self._stop.wait(self.every):
+                    return
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+        return False
+
+    def record(self) -> dict:
+        return {"device": "cuda" if self.cuda else "cpu", "what": "allocated" if self.cuda else "process RSS",
+                "mb": round(self.peak / 2 ** 20, 1)}
+
+
 @dataclass
 class TrainResult:
     history: list
@@ -154,6 +197,7 @@ class TrainResult:
     wall_time_s: float = 0.0
     best_summary: dict | None = None
     losses: list = field(default_factory=list)
+    peak_memory: dict | None = None
 
 
 def _save_state(accelerator, state_dir: Path, epoch: int, loop: dict) -> None:
@@ -228,6 +272,10 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     #: the loss terms are recorded as their means over every LOSS_POINTS-th part of the run (and at its end)
     log_every = max(1, total_steps // LOSS_POINTS)
     summarize = objective.summarizes_dev and dev_teacher_cls is not None
+    # the dev tokens as the eval loader pads them (for kdlib.flops)
+    dev_tokens = sum(max(len(dev_enc.input_ids[i]) for i in b) * len(b) for b in
+                     bucketed_batches([len(x) for x in dev_enc.input_ids], args.eval_batch_size, None)) \
+        if evaluating and flops.enabled() else 0
 
     loop = {"history": [], "best": None, "best_logits": None, "best_state": None, "best_summary": None,
             "epoch": -1, "elapsed": 0.0, "losses": []}
@@ -244,15 +292,17 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     def evaluate(epoch_pos: float, gstep: int, train_loss: float, at_end: bool):
         point = {"epoch": round(epoch_pos, 4), "step": gstep, "train_loss": round(train_loss, 6)}
         logits = cls = None
-        if evaluating and objective.evaluates:
-            point.update(objective.evaluate(step.student, dev_dl, accelerator))
-        elif evaluating:
-            if summarize:
-                logits, got = predict(step.student, dev_dl, accelerator, quantities=("cls",), **objective.student_kwargs)
-                cls = got["cls"]
-            else:
-                logits = predict(step.student, dev_dl, accelerator, **objective.student_kwargs)
-            point.update(task_metrics(task, logits.numpy(), dev_enc.labels))
+        with flops.counting("eval", dev_tokens):
+            if evaluating and objective.evaluates:
+                point.update(objective.evaluate(step.student, dev_dl, accelerator))
+            elif evaluating:
+                if summarize:
+                    logits, got = predict(step.student, dev_dl, accelerator, quantities=("cls",),
+                                          **objective.student_kwargs)
+                    cls = got["cls"]
+                else:
+                    logits = predict(step.student, dev_dl, accelerator, **objective.student_kwargs)
+                point.update(task_metrics(task, logits.numpy(), dev_enc.labels))
         loop["history"].append(point)
         main = next((k for k in point if k not in ("epoch", "step", "train_loss")), None)
         better = loop["best"] is None or (main is not None and point[main] > loop["best"][main])
@@ -264,52 +314,54 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
                 loop["best_state"] = kept_weights()
         step.train(True)
 
-    t0 = time.perf_counter()
-    start_epoch = loop["epoch"] + 1
-    global_step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, total_epochs):
-        objective.on_epoch_start(epoch, total_epochs)
-        # the prepared loader re-sets its sampler's epoch from its own counter on every pass: set that
-        getattr(train_dl, "set_epoch", sampler.set_epoch)(epoch)
-        step.train(True)
-        last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-        running, count = 0.0, 0
-        terms = {}  # each shown loss term's (sum, count) since the last recorded point
-        bar = tqdm(total=last_step, desc=f"{desc} epoch {epoch + 1}/{total_epochs}", disable=not progress,
-                   leave=False, mininterval=2.0)
-        for i, batch in enumerate(train_dl):
-            if i >= last_step:
-                break
-            idx = batch.pop("idx")
-            if teacher is not None:
-                teacher.fill(batch, idx, accelerator.device)
-            objective.on_step_start(global_step, total_steps)
-            shown = step.step(batch, accelerator)
-            main_loss = next(iter(shown.values()), None)  # the first value is the loss the student descends
-            shown = {k: v for k, v in shown.items() if v == v}  # NaN: a value this step did not measure
-            global_step += 1
-            if main_loss is not None and main_loss == main_loss:
-                running += main_loss
-                count += 1
-            for k, v in shown.items():
-                terms[k] = (terms.get(k, (0.0, 0))[0] + v, terms.get(k, (0.0, 0))[1] + 1)
-            if (global_step % log_every == 0 or global_step == total_steps) and terms:
-                loop["losses"].append({"step": global_step, **{k: round(t / n, 6) for k, (t, n) in terms.items()}})
-                terms = {}
-            bar.update(1)
-            if count % 20 == 0:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-            at_end = i + 1 == last_step
-            if at_end or ((i + 1) % eval_every == 0 and (i + 1) // eval_every < args.evals_per_epoch):
-                final = at_end and epoch == total_epochs - 1
-                if evaluating or final:
-                    evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1), final)
-        bar.close()
-        loop["epoch"] = epoch
-        if state_dir is not None:
-            loop["elapsed"] = loop["elapsed"] + time.perf_counter() - t0
-            t0 = time.perf_counter()
-            _save_state(accelerator, state_dir, epoch, loop)
-    wall = loop["elapsed"] + time.perf_counter() - t0
+    with PeakMemory(accelerator.device) as memory:  # stopped however the loop ends
+        t0 = time.perf_counter()
+        start_epoch = loop["epoch"] + 1
+        global_step = start_epoch * steps_per_epoch
+        for epoch in range(start_epoch, total_epochs):
+            objective.on_epoch_start(epoch, total_epochs)
+            # the prepared loader re-sets its sampler's epoch from its own counter on every pass: set that
+            getattr(train_dl, "set_epoch", sampler.set_epoch)(epoch)
+            step.train(True)
+            last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            running, count = 0.0, 0
+            terms = {}  # each shown loss term's (sum, count) since the last recorded point
+            bar = tqdm(total=last_step, desc=f"{desc} epoch {epoch + 1}/{total_epochs}", disable=not progress,
+                       leave=False, mininterval=2.0)
+            for i, batch in enumerate(train_dl):
+                if i >= last_step:
+                    break
+                idx = batch.pop("idx")
+                objective.on_step_start(global_step, total_steps)
+                with flops.counting("train", flops.tokens_of(batch)):
+                    if teacher is not None:
+                        teacher.fill(batch, idx, accelerator.device)
+                    shown = step.step(batch, accelerator)
+                main_loss = next(iter(shown.values()), None)  # the first value is the loss the student descends
+                shown = {k: v for k, v in shown.items() if v == v}  # NaN: a value this step did not measure
+                global_step += 1
+                if main_loss is not None and main_loss == main_loss:
+                    running += main_loss
+                    count += 1
+                for k, v in shown.items():
+                    terms[k] = (terms.get(k, (0.0, 0))[0] + v, terms.get(k, (0.0, 0))[1] + 1)
+                if (global_step % log_every == 0 or global_step == total_steps) and terms:
+                    loop["losses"].append({"step": global_step, **{k: round(t / n, 6) for k, (t, n) in terms.items()}})
+                    terms = {}
+                bar.update(1)
+                if count % 20 == 0:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+                at_end = i + 1 == last_step
+                if at_end or ((i + 1) % eval_every == 0 and (i + 1) // eval_every < args.evals_per_epoch):
+                    final = at_end and epoch == total_epochs - 1
+                    if evaluating or final:
+                        evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1), final)
+            bar.close()
+            loop["epoch"] = epoch
+            if state_dir is not None:
+                loop["elapsed"] = loop["elapsed"] + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                _save_state(accelerator, state_dir, epoch, loop)
+        wall = loop["elapsed"] + time.perf_counter() - t0
     return TrainResult(loop["history"], loop["best"], loop["best_logits"], loop["best_state"], wall,
-                       loop["best_summary"], loop["losses"])
+                       loop["best_summary"], loop["losses"], memory.record())

@@ -36,3 +36,35 @@ def test_a_chapter_planned_before_its_page_says_how_to_run_it(monkeypatch, capsy
     assert err == ("kdbook: error: chapter 'later' has no notebook yet (chapters/99_later.ipynb); its experiments run "
                    "with: kdbook experiment later")
     assert not (tmp_path / "x.ipynb").exists()
+
+
+def test_the_slides_claim_is_read_on_the_chapters_tasks():
+    """The seed deck's figures on the chapter's five tasks, under the book's names: averaged over those tasks they
+    keep the slide's order (the chapter's text says so), KD last and MATE-KD first."""
+    from kdlib.chapters import compare
+    from kdlib.profiles import get_profile
+
+    t = compare.claimed(get_profile("cpu"))
+    df = t.df
+    assert list(df.columns) == ["SST-2", "MRPC", "STS-B", "CoLA", "RTE", "average", "rank of average"]
+    assert df.loc["MATE-KD", "CoLA"] == 60.4 and df.loc["KD", "average"] == round((90.4 + 89.5 + 86.7 + 47.3 + 66) / 5, 2)
+    ranked = df.drop(index="teacher")["rank of average"]
+    claimed = [m for m in compare.CLAIMED_ORDER if m in ranked.index]
+    assert list(ranked[claimed]) == sorted(ranked, reverse=True)  # worst first, as claimed
+    assert "seed deck" in t.caption and "quoted" in t.caption
+
+
+def test_a_runs_teacher_passes_and_peak_memory(store):
+    """KD reads a cache made once: one teacher pass per training example; labels only: none. Both records hold
+    the run's peak memory."""
+    from kdlib.chapters import peak_memory_mb, teacher_passes
+    from kdlib.config import Experiment, LayerCopy, Pretrained
+
+    base = dict(chapter="test", profile="smoke", task="sst2", data="synthetic", train_size=48, dev_size=16, epochs=1,
+                lr=1e-3, batch_size=16, max_length=20, seed=0, model=LayerCopy("minilm-l6", (0,)))
+    t = Experiment(**{**base, "chapter": "teachers", "method": "finetune", "model": Pretrained("minilm-l6"),
+                      "keep_model": True})
+    labels = Experiment(**{**base, "method": "finetune"})
+    kd = Experiment(**{**base, "method": "kd", "teacher": t, "hparams": {"T": 2.0, "alpha": 0.5}})
+    assert teacher_passes(labels) == 0 and teacher_passes(kd) == 1
+    assert peak_memory_mb(kd) > 50 and peak_memory_mb(labels) > 50

@@ -62,3 +62,22 @@ def test_without_evaluation_the_last_state_is_kept(data):
 
     with pytest.raises(KDLibError, match="keep='best' needs dev evaluations"):
         train(_step(vocab), train_enc, None, "sst2", TrainArgs(epochs=1, evals_per_epoch=0), progress=False)
+
+
+def test_peak_memory_sees_what_a_run_holds_for_a_moment():
+    """On a CPU the process's resident set is sampled while the run lasts: 200 MB held for half a second show."""
+    import time
+
+    import psutil
+    import torch
+
+    from kdlib.train import PeakMemory
+
+    before = psutil.Process().memory_info().rss / 2 ** 20
+    with PeakMemory("cpu", every=0.05) as mem:
+        big = torch.ones(200 * 2 ** 20 // 4)  # 200 MB of float32, touched
+        time.sleep(0.5)
+        del big
+    rec = mem.record()
+    assert rec["device"] == "cpu" and rec["what"] == "process RSS"
+    assert rec["mb"] >= before + 150

@@ -75,16 +75,41 @@ def baselines(profile: Profile, chapter: str, task: str, layers: tuple, T: float
                    for sd in profile.seeds[:n]]}
 
 
-def run_minutes(exp) -> float:
-    """Wall time of one run and of the runs it starts from (stage I, an intermediate stage), in minutes."""
+def chain(exp) -> list:
+    """The records of one run and of the runs it starts from (stage I, an intermediate stage), the run first."""
     from ..config import FromRun
     from ..runner import run
 
-    total, model = run(exp)["wall_time_s"], exp.model
+    recs, model = [run(exp)], exp.model
     while isinstance(model, FromRun):
-        total += run(model.run)["wall_time_s"]
+        recs.append(run(model.run))
         model = model.run.model
-    return total / 60
+    return recs
+
+
+def run_minutes(exp) -> float:
+    """Wall time of one run and of the runs it starts from, in minutes."""
+    return sum(r["wall_time_s"] for r in chain(exp)) / 60
+
+
+def teacher_passes(exp) -> float:
+    """The teacher's forward passes per training example, over a run and the runs it starts from: one where its
+    outputs were cached (made once, shared by every run on the same data), plus its live calls times the batch
+    over the examples (a record made before kdlib counted live calls: one call per step)."""
+    total = 0.0
+    for rec in chain(exp):
+        src = rec.get("teacher_source") or {}
+        calls = rec.get("teacher_live_calls")
+        if calls is None and src.get("live"):
+            calls = rec["history"][-1]["step"] if rec["history"] else 0
+        total += bool(src.get("cached")) + (calls or 0) * rec["config"]["batch_size"] / max(rec["n_train"], 1)
+    return total
+
+
+def peak_memory_mb(exp) -> float | None:
+    """The highest peak memory over a run and the runs it starts from (``None`` where a record has none)."""
+    peaks = [(r.get("peak_memory") or {}).get("mb") for r in chain(exp)]
+    return None if None in peaks else max(peaks)
 
 
 def seeds(profile: Profile, chapter: str, task: str, method: str, teacher_exp=None, label: str = "",
@@ -253,6 +278,7 @@ CHAPTERS = {
     "mate": Chapter("mate", "chapters/06_mate_kd.ipynb", "MATE-KD", "mate"),
     "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
     "compare": Chapter("compare", "chapters/08_every_method.ipynb", "Every method in one setting", "compare"),
+    "cost": Chapter("cost", "chapters/appendix_cost.ipynb", "What it costs", "cost"),
     "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
     "bibliography": Chapter("bibliography", "chapters/bibliography.md", "Bibliography"),
 }

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ..config import LayerCopy
 from ..profiles import Profile
-from . import alp, annealing, layerwise, mate, pkd, run_minutes, student, teacher, tinybert
+from . import alp, annealing, layerwise, mate, peak_memory_mb, pkd, run_minutes, student, teacher, teacher_passes, \
+    tinybert
 
 CHAPTER = "compare"
 EPSILON = 0.1  # label smoothing, as chapter 1's row
@@ -195,8 +196,9 @@ def against_kd(results: dict, profile: Profile):
 
 
 def cost(results: dict, plan: dict, profile: Profile):
-    """Minutes per run of each method on each task (mean over seeds; every stage of a chain counted; a teacher
-    or assistant shared by several runs is not)."""
+    """Per method: minutes per run on each task (mean over seeds; every stage of a chain counted; a teacher or
+    assistant shared by several runs is not), the teacher's forward passes per training example, and the peak
+    memory of its runs."""
     import numpy as np
     import pandas as pd
 
@@ -204,12 +206,24 @@ def cost(results: dict, plan: dict, profile: Profile):
     from ..data import get_task
 
     tasks = setting(profile).tasks
+
+    def over(m, f):
+        vals = [f(e) for t in tasks if row(t, m) in plan for e in plan[row(t, m)]]
+        return vals if vals and None not in vals else None
+
     df = pd.DataFrame({get_task(t).folder: {m: f"{np.mean([run_minutes(e) for e in plan[row(t, m)]]):.1f}"
                                             if row(t, m) in plan else "–" for m in METHODS} for t in tasks})
+    passes = {m: over(m, teacher_passes) for m in METHODS}
+    df["teacher passes / example"] = [f"{np.mean(passes[m]):.2f}" if passes[m] else "–" for m in METHODS]
+    peaks = {m: over(m, peak_memory_mb) for m in METHODS}
+    df["peak memory (MB)"] = [f"{max(peaks[m]):.0f}" if peaks[m] else "–" for m in METHODS]
     hw = results[row(tasks[0], "labels only")][0]["hardware"]
     where = hw.get("gpu") or f"a {hw['cpu_count']}-core CPU, {hw['torch_threads']} thread(s) per run"
-    return report.Table(df, f"Minutes per run of each method (mean over seeds, every stage of a run that starts from "
-                        f"another counted), on {where}", key="compare-cost")
+    return report.Table(df, f"The cost of each method: minutes per run on each task (mean over seeds, every stage of "
+                        f"a run that starts from another counted), the teacher's forward passes per training example "
+                        f"(1 for a cache made once and shared; live calls counted per batch; mean over runs), and the "
+                        f"highest peak memory of its runs (the process's resident set on a CPU; – where a record "
+                        f"predates its measurement), on {where}", key="compare-cost")
 
 
 def plot_score_cost(results: dict, plan: dict, profile: Profile, ax=None):
@@ -235,3 +249,31 @@ def plot_score_cost(results: dict, plan: dict, profile: Profile, ax=None):
     ax.xaxis.set_minor_formatter(ScalarFormatter())
     ax.grid(alpha=0.3)
     return ax
+
+
+#: the seed deck's "all-in-1" slide (kdlib/papers.yaml): its rows under the book's method names
+CLAIM = ("seeddeck_allin1", "dev_bert_base")
+CLAIM_ROWS = {"teacher": "BERT-base (teacher)", "KD": "vanilla KD", "PKD-Skip": "PKD", "ALP-KD": "ALP-KD",
+              "Annealing KD": "Annealing KD", "MATE-KD": "MATE-KD"}
+#: the ordering the slide reads into its averages, worst first
+CLAIMED_ORDER = ("labels only", "KD", "PKD-Skip", "ALP-KD", "Annealing KD", "MATE-KD")
+
+
+def claimed(profile: Profile):
+    """The slide's figures on this chapter's tasks, under the book's method names, with their average over these
+    tasks and the rank of that average among the slide's students (1 = best). The slide has no row without KD;
+    its PKD row is set against the book's PKD-Skip (the PKD paper's better variant)."""
+    import pandas as pd
+
+    from .. import papers, report
+    from ..data import get_task
+
+    cols = [get_task(t).folder for t in setting(profile).tasks]
+    df = pd.DataFrame({name: [float(papers.figure(*CLAIM, slide, c).value) for c in cols]
+                       for name, slide in CLAIM_ROWS.items()}, index=cols).T
+    df["average"] = df[cols].mean(axis=1)
+    students = df.drop(index="teacher")
+    df["rank of average"] = students["average"].rank(ascending=False).reindex(df.index)
+    return report.Table(df.round(2), f"{papers.source(*CLAIM)}: the slide's figures for this chapter's tasks "
+                        "(BERT-base teacher, 6-layer students, one run each), their average over these tasks and its "
+                        "rank among the slide's students", key="compare-claimed")
