@@ -32,10 +32,11 @@ def _root() -> Path:
 
 
 def _notebooks(root: Path) -> list:
-    """The notebooks of the registered chapters that exist (a chapter's plan may come before its page)."""
-    from .chapters import CHAPTERS
+    """The notebooks of the book's chapters (those ``_toc.yml`` lists), in its order: a chapter still being
+    written is registered but not listed, and runs only when named."""
+    from .chapters import in_book
 
-    return [root / c.notebook for c in CHAPTERS.values() if c.notebook.endswith(".ipynb") and (root / c.notebook).is_file()]
+    return [root / c.notebook for c in in_book(root) if c.notebook.endswith(".ipynb")]
 
 
 def _resolve_notebook(name: str, root: Path) -> Path:
@@ -238,6 +239,22 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import pandas as pd
+
+    from .bench import stored_bench
+
+    rec = stored_bench(force=args.force, examples=args.examples, rounds=args.rounds, seeds=args.seeds,
+                       progress=bool(args.progress))
+    rows = {**rec["summary"]["examples_per_s"], **{f"ratio {k}": v for k, v in rec["summary"]["ratios"].items()}}
+    print(f"[kdbook] bench on {rec['examples']} {rec['data']} examples, {rec['config']['rounds']} rounds "
+          f"(median, min, max over rounds; examples/s, or a ratio of times)")
+    with pd.option_context("display.width", 200):
+        print(pd.DataFrame(rows).T.round(2).to_string())
+    print(f"[kdbook] stored: results/{rec['config']['profile']}/cost/measurements/bench-{rec['hash']}.json")
+    return 0
+
+
 def _dry_run(args, plan: dict) -> int:
     import pandas as pd
 
@@ -318,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="execute chapters with papermill")
     r.add_argument("notebooks", nargs="*", help="chapter notebooks or chapter keys (e.g. hinton)")
-    r.add_argument("--all", action="store_true", help="every chapter of the book")
+    r.add_argument("--all", action="store_true", help="every chapter of the book (as _toc.yml lists them)")
     r.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (default cpu)")
     r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a notebook parameter (checked against the parameters cell)")
@@ -354,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="count again even where the estimate is stored")
     t.add_argument("--progress", action="store_true", help="progress bars of the counted runs")
     t.set_defaults(func=cmd_estimate)
+
+    h = sub.add_parser("bench", help="kdlib's loop against the Trainer recipe for KD, side by side (stored; time it "
+                       "on an otherwise idle machine)")
+    h.add_argument("--examples", type=int, default=2000, help="training examples per run (default 2000)")
+    h.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    h.add_argument("--seeds", type=int, default=3, help="seeds per KD setting in the workload (default 3)")
+    h.add_argument("--force", action="store_true", help="measure again even where the bench is stored")
+    h.add_argument("--progress", action="store_true", help="a progress bar over rounds and sides")
+    h.set_defaults(func=cmd_bench)
 
     b = sub.add_parser("build", help="render the book to _build/html (warnings are errors)")
     b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")

@@ -154,3 +154,13 @@ def test_two_shards_at_once_write_the_records_of_the_unsharded_run(tmp_path):
         return found
 
     assert records(tmp_path / "shared") == records(tmp_path / "alone") and len(records(tmp_path / "alone")) >= 3
+
+
+def test_run_all_runs_the_books_chapters_not_those_being_written():
+    from kdlib.chapters import CHAPTERS, in_book
+    from kdlib.cli import _notebooks
+
+    listed = [ROOT / c.notebook for c in in_book(ROOT) if c.notebook.endswith(".ipynb")]
+    assert _notebooks(ROOT) == listed
+    written = [ROOT / c.notebook for c in CHAPTERS.values() if c not in in_book(ROOT) and c.notebook.endswith(".ipynb")]
+    assert written and not set(written) & set(_notebooks(ROOT))  # e.g. chapter 4 until it joins _toc.yml

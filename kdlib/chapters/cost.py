@@ -102,3 +102,40 @@ def cpu_time(profile: str) -> "object":
         walls = [load_record(p)["wall_time_s"] for p in paths if p is not None]
         rows.append({"chapter": ch.title, "runs": len(runs), "stored": len(walls), "hours": sum(walls) / 3600})
     return pd.DataFrame(rows).set_index("chapter")
+
+
+def bench_table(rec: dict):
+    """The bench's medians (and their range over rounds): examples per second of each side, then the ratios."""
+    import pandas as pd
+
+    from .. import report
+
+    s = rec["summary"]
+    rows = [{"what": k, "unit": "examples/s", **v} for k, v in s["examples_per_s"].items()]
+    rows += [{"what": k, "unit": "× (ratio of times)", **v} for k, v in s["ratios"].items()]
+    df = pd.DataFrame(rows).set_index("what")[["unit", "median", "min", "max"]]
+    hw = rec["hardware"]
+    where = hw.get("gpu") or f"a {hw['cpu_count']}-core CPU, {hw['torch_threads']} thread(s)"
+    c = rec["config"]
+    return report.Table(df.round(2), f"kdlib against the Trainer recipe for KD: one epoch of {rec['examples']} "
+                        f"{rec['data']} {c['task']} examples, a {len(c['layers'])}-layer copy of {c['checkpoint']} "
+                        f"taught by the whole checkpoint, batch {c['batch_size']}; the workload is "
+                        f"{rec['workload_runs']} students sharing one teacher; median, min and max over "
+                        f"{c['rounds']} interleaved rounds on {where}", key="cost-bench")
+
+
+def plot_bench(rec: dict, ax=None):
+    """Examples per second of each side (median, with the range over rounds as a bar)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    items = list(rec["summary"]["examples_per_s"].items())
+    for i, (k, v) in enumerate(items):
+        ax.barh(i, v["median"], color="C1" if k.startswith("kdlib") else "C0", alpha=0.85)
+        ax.plot([v["min"], v["max"]], [i, i], color="k", lw=1)
+    ax.set_yticks(range(len(items)), [k for k, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("training examples per second (median; line: range over rounds)")
+    ax.grid(axis="x", alpha=0.3)
+    return ax
