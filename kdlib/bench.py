@@ -135,6 +135,24 @@ def kdlib_run(task: str, enc, student, logits, setting: dict, batch_size: int, l
     return time.perf_counter() - start
 
 
+def check(**settings) -> None:
+    """One clear line for a bad setting of :func:`bench` (before anything is made or written)."""
+    from .data import get_task
+
+    for name in ("examples", "rounds", "seeds", "batch_size"):
+        v = settings.get(name, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise KDLibError(f"{name} must be an integer >= 1, got {v!r}")
+    unknown = [s for s in settings.get("sides", ()) if s not in SIDES]
+    if unknown:
+        raise KDLibError(f"unknown side {unknown[0]!r}; valid choices: {', '.join(SIDES)}")
+    task = settings.get("task", "sst2")
+    spec = get_task(task)
+    if spec.is_regression or spec.unlabelled:
+        raise KDLibError(f"the bench trains a classifier; task {task!r} is not one; valid choices: sst2, cola, mrpc, "
+                         "rte, qnli, wnli")
+
+
 def bench(examples: int = 2000, rounds: int = 3, seeds: int = 3, task: str = "sst2", checkpoint: str = "minilm-l6",
           layers: tuple = (0, 1), batch_size: int = 32, max_length: int = 128, lr: float = 1e-4,
           sides: tuple = SIDES, progress: bool = False) -> dict:
@@ -145,16 +163,8 @@ def bench(examples: int = 2000, rounds: int = 3, seeds: int = 3, task: str = "ss
     from .data import encode, get_task
     from .models import load_tokenizer, quiet_transformers
 
-    for name, v in (("examples", examples), ("rounds", rounds), ("seeds", seeds), ("batch_size", batch_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise KDLibError(f"{name} must be an integer >= 1, got {v!r}")
-    unknown = [s for s in sides if s not in SIDES]
-    if unknown:
-        raise KDLibError(f"unknown side {unknown[0]!r}; valid choices: {', '.join(SIDES)}")
+    check(examples=examples, rounds=rounds, seeds=seeds, batch_size=batch_size, sides=sides, task=task)
     spec = get_task(task)
-    if spec.is_regression or spec.unlabelled:
-        raise KDLibError(f"the bench trains a classifier; task {task!r} is not one; valid choices: sst2, cola, mrpc, "
-                         "rte, qnli, wnli")
     quiet_transformers()
     tok = load_tokenizer(checkpoint)
     data, source = _data(task, examples)
@@ -221,6 +231,7 @@ def stored_bench(force: bool = False, stored_only: bool = False, **kw) -> dict |
 
     from .store import measurement
 
+    check(**kw)
     settings = {k: v.default for k, v in inspect.signature(bench).parameters.items() if k != "progress"}
     settings.update({k: v for k, v in kw.items() if k != "progress"})
     settings["layers"], settings["sides"] = list(settings["layers"]), list(settings["sides"])

@@ -57,9 +57,11 @@ def test_bad_bench_settings_are_one_line(kw, message):
         bench(**kw)
 
 
-def test_bad_bench_options_on_the_command_line_are_one_line(capsys):
+def test_bad_bench_options_on_the_command_line_are_one_line_and_write_nothing(capsys, store):
     from kdlib.cli import main
+    from kdlib.store import results_dir
 
     assert main(["bench", "--examples", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "kdbook: error: examples must be an integer >= 1, got 0"
+    assert not results_dir().exists()
