@@ -31,6 +31,13 @@ def _root() -> Path:
     return root
 
 
+def _registered_notebooks(root: Path) -> list:
+    """The notebooks of every registered chapter that has one (a chapter being written included)."""
+    from .chapters import CHAPTERS
+
+    return [root / c.notebook for c in CHAPTERS.values() if c.notebook.endswith(".ipynb") and (root / c.notebook).is_file()]
+
+
 def _notebooks(root: Path) -> list:
     """The notebooks of the book's chapters (those ``_toc.yml`` lists), in its order: a chapter still being
     written is registered but not listed, and runs only when named."""
@@ -50,8 +57,9 @@ def _resolve_notebook(name: str, root: Path) -> Path:
     path = Path(name)
     if not path.is_absolute():
         path = (Path.cwd() / path) if (Path.cwd() / path).exists() else root / path
-    valid = [str(p.relative_to(root)) for p in _notebooks(root)]
-    if not path.is_file() or path.suffix != ".ipynb" or path.resolve() not in [p.resolve() for p in _notebooks(root)]:
+    known = _registered_notebooks(root)
+    valid = [str(p.relative_to(root)) for p in known]
+    if not path.is_file() or path.suffix != ".ipynb" or path.resolve() not in [p.resolve() for p in known]:
         raise KDLibError(f"unknown chapter {name!r}; valid choices: {choices(valid)} "
                          f"(or the chapter keys {choices(k for k, c in CHAPTERS.items() if c.plan)})")
     return path

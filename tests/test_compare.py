@@ -68,3 +68,24 @@ def test_a_runs_teacher_passes_and_peak_memory(store):
     kd = Experiment(**{**base, "method": "kd", "teacher": t, "hparams": {"T": 2.0, "alpha": 0.5}})
     assert teacher_passes(labels) == 0 and teacher_passes(kd) == 1
     assert peak_memory_mb(kd) > 50 and peak_memory_mb(labels) > 50
+
+
+def test_the_pareto_front_keeps_what_no_cheaper_point_beats():
+    from kdlib.chapters.compare import pareto_front
+
+    cost = [1, 2, 2, 3, 4, 5]
+    score = [80, 79, 85, 85, 90, 88]
+    assert pareto_front(cost, score) == [True, False, True, False, True, False]
+    assert pareto_front([], []) == []
+
+
+def test_every_student_shape_of_the_book_is_found_on_sst2():
+    from kdlib.chapters import compare
+    from kdlib.profiles import get_profile
+
+    rows = compare.book_students(get_profile("cpu"))
+    shapes = {compare.architecture(e[0].model) for e in rows.values()}
+    assert {"BiLSTM 150", "2-layer copy of minilm-l6", "3-layer copy of minilm-l6", "BERT L2 H156",
+            "minilm-l6 (the teacher)"} <= shapes
+    hashes = [frozenset(e.hash for e in exps) for exps in rows.values()]
+    assert len(hashes) == len(set(hashes))  # a row two chapters share counts once

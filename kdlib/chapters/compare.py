@@ -277,3 +277,124 @@ def claimed(profile: Profile):
     return report.Table(df.round(2), f"{papers.source(*CLAIM)}: the slide's figures for this chapter's tasks "
                         "(BERT-base teacher, 6-layer students, one run each), their average over these tasks and its "
                         "rank among the slide's students", key="compare-claimed")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every student the book trains: score against size and CPU latency, with the Pareto front
+# ---------------------------------------------------------------------------------------------------
+PARETO_TASK = "sst2"  # the one task every chapter trains on
+
+
+def architecture(model) -> str | None:
+    """A student's shape as a short name (what its size and latency depend on); ``None`` for a masked LM."""
+    from ..config import BiLSTM, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained
+
+    if isinstance(model, FromRun):
+        return architecture(model.run.model)
+    if isinstance(model, LayerCopy):
+        return f"{len(model.layers)}-layer copy of {model.checkpoint}"
+    if isinstance(model, FreshBert):
+        return f"BERT L{model.layers} H{model.hidden}"
+    if isinstance(model, BiLSTM):
+        return f"BiLSTM {model.hidden}"
+    if isinstance(model, Pretrained):
+        return f"{model.checkpoint} (the teacher)"
+    assert isinstance(model, MaskedLM)
+    return None
+
+
+def book_students(profile: Profile, task: str = PARETO_TASK) -> dict:
+    """``{(chapter key, row): experiments}`` for every row of every chapter's plan that trains a classifier on
+    ``task`` (teachers included, each plan's row once; a row that several chapters share, by its runs, once)."""
+    from . import CHAPTERS, chapter_plan
+
+    out, seen = {}, set()
+    for key, ch in CHAPTERS.items():
+        if ch.plan is None:
+            continue
+        for r, exps in chapter_plan(key, profile.name).items():
+            runs = frozenset(e.hash for e in exps)
+            if exps[0].task != task or architecture(exps[0].model) is None or runs in seen:
+                continue
+            seen.add(runs)
+            out[(key, r)] = exps
+    return out
+
+
+def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = False) -> list:
+    """Size and speed of every student shape the book trains on SST-2, and of the teacher (the reference): the
+    whole training set at batch 512, on each device here (:func:`kdlib.chapters.size_speed_records`)."""
+    from . import size_speed_records
+
+    models = {}
+    for exps in book_students(profile).values():
+        models.setdefault(architecture(exps[0].model), exps[0])
+    reference = next(k for k in models if k.endswith("(the teacher)"))
+    return size_speed_records(CHAPTER, models, reference, devices, force)
+
+
+def pareto_points(profile: Profile, task: str = PARETO_TASK):
+    """One point per stored row of :func:`book_students`: chapter, row, architecture, parameters, the mean dev
+    score over its seeds, and the CPU seconds of its architecture over the training set where that is measured;
+    ``front``: on the Pareto front of score against parameters (no smaller model scores higher)."""
+    import numpy as np
+    import pandas as pd
+
+    from .. import report
+    from ..runner import run
+    from ..store import stored_path
+    from . import CHAPTERS, size_speed
+
+    rows = []
+    for (key, r), exps in book_students(profile, task).items():
+        if any(stored_path(e) is None for e in exps):
+            continue
+        recs = [run(e) for e in exps]
+        rows.append({"chapter": CHAPTERS[key].title, "row": r, "architecture": architecture(exps[0].model),
+                     "params": recs[0]["student_params"], "score": float(np.mean(report.scores(recs))),
+                     "seeds": len(recs)})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    models = {}
+    for exps in book_students(profile).values():
+        models.setdefault(architecture(exps[0].model), exps[0])
+    reference = next(k for k in models if k.endswith("(the teacher)"))
+    timed = size_speed(CHAPTER, models, reference, stored_only=True)
+    seconds = {x["model"]: x["seconds"] for x in timed["rows"]} if timed else {}
+    df["cpu_seconds"] = df["architecture"].map(seconds)
+    df = df.sort_values(["params", "score"], ascending=[True, False]).reset_index(drop=True)
+    df["front"] = pareto_front(list(df["params"]), list(df["score"]))
+    return df
+
+
+def pareto_front(cost, score) -> list:
+    """For each point, whether it is on the Pareto front: no point of lower or equal ``cost`` scores as high
+    (ties in cost: only the best of them)."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -score[i]))
+    front, best = [False] * len(cost), float("-inf")
+    for i in order:
+        if score[i] > best:
+            front[i], best = True, score[i]
+    return front
+
+
+def plot_pareto(points, ax=None):
+    """Dev score against parameters (and against CPU seconds where measured), the Pareto front joined."""
+    import matplotlib.pyplot as plt
+
+    axes = list(ax) if ax is not None else list(plt.subplots(1, 2, figsize=(10, 4), sharey=True)[1])
+    archs = list(dict.fromkeys(points["architecture"]))
+    for a, (col, label) in zip(axes, (("params", "parameters (log scale)"),
+                                      ("cpu_seconds", "CPU seconds over the training set, batch 512 (log)"))):
+        have = points.dropna(subset=[col])
+        for i, arch in enumerate(archs):
+            sub = have[have["architecture"] == arch]
+            a.scatter(sub[col], sub["score"], s=18, color=f"C{i % 10}", label=arch, alpha=0.8)
+        on = have[pareto_front(list(have[col]), list(have["score"]))].sort_values(col)
+        a.step(on[col], on["score"], where="post", color="k", lw=1, label="Pareto front")
+        a.set(xscale="log", xlabel=label)
+        a.grid(alpha=0.3)
+    axes[0].set_ylabel("dev score (mean over seeds)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    return axes
