@@ -79,6 +79,7 @@ def by_chapter(rec: dict):
         by_calls=("bound", lambda b: (b == "calls").mean() * 100))
     out.index = [titles[k] for k in out.index]
     out.index.name = "chapter"
+    out["by_calls"] = out["by_calls"].round(0).astype(int)
     return out.rename(columns={"pflop": "PFLOP", "calls": "operator calls (M)", "fast": "H100 hours (fast)",
                                "slow": "H100 hours (slow)", "by_calls": "% runs bound by calls"})
 
@@ -139,3 +140,32 @@ def plot_bench(rec: dict, ax=None):
     ax.set_xlabel("training examples per second (median; line: range over rounds)")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def book_total(rec: dict) -> dict:
+    """The whole book's gpu profile: each run once (a run that several chapters share, e.g. a teacher, counted
+    once), its FLOPs, hours (fast, slow), the share of runs bound by operator calls, and the hours its arithmetic
+    alone would take at the slow share of the peak."""
+    import pandas as pd
+
+    from ..dryrun import H100_BF16_FLOPS, UTILISATION
+
+    df = pd.DataFrame(rec["rows"]).drop_duplicates("hash")
+    return {"runs": len(df), "eflop": df["flops"].sum() / 1e18, "hours_fast": df["seconds_fast"].sum() / 3600,
+            "hours_slow": df["seconds_slow"].sum() / 3600, "calls_bound_pct": (df["bound"] == "calls").mean() * 100,
+            "arithmetic_hours": df["flops"].sum() / (H100_BF16_FLOPS * UTILISATION[1]) / 3600}
+
+
+def costliest(rec: dict, n: int = 6):
+    """The ``n`` rows (a chapter's run, its seeds together) with the longest estimate per run."""
+    import pandas as pd
+
+    df = pd.DataFrame(rec["rows"])
+    g = df.groupby(["chapter", "run", "task"], sort=False).agg(
+        seeds=("seed", "size"), steps=("steps", "max"), pflop=("flops", lambda x: x.mean() / 1e15),
+        fast=("seconds_fast", lambda x: x.mean() / 60), slow=("seconds_slow", lambda x: x.mean() / 60))
+    g = g.sort_values("slow", ascending=False).head(n).reset_index()
+    return pd.DataFrame({"chapter": g["chapter"].map(lambda k: CHAPTERS[k].title), "run": g["run"],
+                         "task": g["task"], "seeds": g["seeds"], "steps per run": g["steps"],
+                         "PFLOP per run": g["pflop"].round(1),
+                         "minutes per run": [f"{a:.0f}–{b:.0f}" for a, b in zip(g["fast"], g["slow"])]})
