@@ -153,7 +153,7 @@ def check(**settings) -> None:
                          "rte, qnli, wnli")
 
 
-def bench(examples: int = 2000, rounds: int = 3, seeds: int = 3, task: str = "sst2", checkpoint: str = "minilm-l6",
+def bench(examples: int = 1500, rounds: int = 3, seeds: int = 3, task: str = "sst2", checkpoint: str = "minilm-l6",
           layers: tuple = (0, 1), batch_size: int = 32, max_length: int = 128, lr: float = 1e-4,
           sides: tuple = SIDES, progress: bool = False) -> dict:
     """The measurements of the module's docstring: ``{"rounds": [...], "summary": {...}}`` (seconds per round and

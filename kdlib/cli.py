@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("bench", help="kdlib's loop against the Trainer recipe for KD, side by side (stored; time it "
                        "on an otherwise idle machine)")
-    h.add_argument("--examples", type=int, default=2000, help="training examples per run (default 2000)")
+    h.add_argument("--examples", type=int, default=1500, help="training examples per run (default 1500)")
     h.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     h.add_argument("--seeds", type=int, default=3, help="seeds per KD setting in the workload (default 3)")
     h.add_argument("--force", action="store_true", help="measure again even where the bench is stored")
