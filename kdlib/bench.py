@@ -103,6 +103,9 @@ def trainer_run(side: str, enc, tokenizer, teacher, student, setting: dict, batc
             train_sampling_strategy="group_by_length" if side == "trainer, grouped" else "random")
         trainer = _KDTrainer.get()(model=student, args=args, train_dataset=rows, data_collator=collator,
                                    teacher=teacher, **setting)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # its summary line per run, nothing timed
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start
