@@ -250,8 +250,34 @@ def cmd_estimate(args) -> int:
 def cmd_bench(args) -> int:
     import pandas as pd
 
-    from .bench import stored_bench
+    from .bench import stored_bench, stored_bench_stacked, stored_bench_tuning
 
+    if args.stacked and args.tuning:
+        raise KDLibError("--stacked and --tuning are two benches; valid choices: one of them, or neither")
+    if args.tuning:
+        from .chapters.cost import tuning_table
+
+        rec = stored_bench_tuning(force=args.force, examples=args.examples, rounds=args.rounds,
+                                  progress=bool(args.progress))
+        with pd.option_context("display.width", 200):
+            print(tuning_table(rec).df.to_string())
+        print(f"[kdbook] stored: results/{rec['config']['profile']}/cost/measurements/bench_tuning-{rec['hash']}.json")
+        return 0
+    if args.stacked:
+        rec = stored_bench_stacked(force=args.force, examples=args.examples, rounds=args.rounds,
+                                   stacks=tuple(args.stacked), progress=bool(args.progress))
+        print(f"[kdbook] S seeds one after another against the same S stacked, on {rec['examples']} {rec['data']} "
+              f"examples, {rec['config']['rounds']} rounds (median, min, max over rounds)")
+        rows = {}
+        for S, v in rec["summary"].items():
+            for k in ("sequential examples/s", "stacked examples/s", "speedup"):
+                rows[f"S={S}: {k}"] = v[k]
+            ends = [v["h100 estimate"][e]["speedup"] for e in ("fast", "slow")]
+            rows[f"S={S}: H100 estimate, speedup"] = {"median": None, "min": min(ends), "max": max(ends)}
+        with pd.option_context("display.width", 200):
+            print(pd.DataFrame(rows).T.round(2).to_string())
+        print(f"[kdbook] stored: results/{rec['config']['profile']}/cost/measurements/bench_stacked-{rec['hash']}.json")
+        return 0
     rec = stored_bench(force=args.force, examples=args.examples, rounds=args.rounds, seeds=args.seeds,
                        progress=bool(args.progress))
     rows = {**rec["summary"]["examples_per_s"], **{f"ratio {k}": v for k, v in rec["summary"]["ratios"].items()}}
@@ -385,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--examples", type=int, default=1500, help="training examples per run (default 1500)")
     h.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     h.add_argument("--seeds", type=int, default=3, help="seeds per KD setting in the workload (default 3)")
+    h.add_argument("--stacked", type=int, nargs="+", metavar="S",
+                   help="instead: S seeds one after another against the same S trained as one stack (kdlib.stacked)")
+    h.add_argument("--tuning", action="store_true",
+                   help="instead: two jobs sharing the CPU (threads), and the compiled student step against eager")
     h.add_argument("--force", action="store_true", help="measure again even where the bench is stored")
     h.add_argument("--progress", action="store_true", help="a progress bar over rounds and sides")
     h.set_defaults(func=cmd_bench)

@@ -240,6 +240,9 @@ class Experiment:
     optimizer: str = "adamw"  # or "adadelta" (Tang et al. 2019: lr 1.0, rho 0.95, constant)
     augment: _Tagged | None = None
     keep: str = "best"  # which state the run ends with: the best dev evaluation or the last step
+    #: the seeds trained together as one stacked model (kdlib.stacked), this run's seed among them; () alone.
+    #: Part of the hash when set: a stacked seed's dropout masks are not the ones the run alone would draw
+    stack: tuple = ()
     label: str = field(default="", compare=False)  # display name; not part of the hash
     keep_model: bool = field(default=False, compare=False)  # save the kept weights (teachers, FromRun)
 
@@ -256,6 +259,13 @@ class Experiment:
             raise KDLibError(f"augment must be one of {', '.join(AUGMENT_KINDS)}; got {type(self.augment).__name__}")
         if isinstance(self.hparams, dict):
             object.__setattr__(self, "hparams", tuple(sorted(self.hparams.items())))
+        if self.stack:
+            stack = tuple(self.stack)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in stack) or len(set(stack)) != len(stack) \
+                    or len(stack) < 2 or self.seed not in stack:
+                raise KDLibError(f"stack must be two or more distinct integer seeds including this run's seed "
+                                 f"{self.seed}; got {self.stack!r}")
+            object.__setattr__(self, "stack", tuple(sorted(stack)))
         if self.evals_per_epoch == 0 and self.keep == "best":
             raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
         objective = make_objective(self.method, self.hp)  # validates the method and its hyper-parameters
@@ -290,6 +300,8 @@ class Experiment:
         d["augment"] = None if self.augment is None else self.augment.to_dict()
         d["teacher"] = None if self.teacher is None else self.teacher.to_dict()
         d["hparams"] = {k: {"hash": v.hash, **v.to_dict()} if isinstance(v, Experiment) else v for k, v in self.hp.items()}
+        if not d["stack"]:
+            del d["stack"]
         return d
 
     def hash_dict(self) -> dict:
@@ -300,6 +312,8 @@ class Experiment:
         d["teacher"] = None if t is None else t.hash if isinstance(t, Experiment) else t.hash_dict()
         d["hparams"] = {k: v.hash if isinstance(v, Experiment) else v for k, v in self.hp.items()}  # a run by its hash
         d["schema"] = SCHEMA
+        if not d["stack"]:
+            del d["stack"]  # a run trained alone: its hash as before stacks existed
         return d
 
     @property

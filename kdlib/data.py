@@ -360,3 +360,9 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int | None,
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def padded_tokens(lengths: Sequence[int], batches: list) -> int:
+    """The token positions of ``batches`` (lists of example indices into ``lengths``) as the loop pads them, each
+    batch to its longest row: what the matrix products of a pass run over."""
+    return sum(max(lengths[i] for i in b) * len(b) for b in batches)

@@ -153,7 +153,8 @@ def distinct_runs(plan: dict, key=None) -> list:
 
 
 @contextmanager
-def _environment(**env):
+def environment(**env):
+    """Environment variables set inside, restored (or removed) after."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -203,7 +204,7 @@ def dry_run(plan: dict, steps: int = 2, store: str | Path | None = None, progres
         out = []
         # counted runs are counted afresh, by this code, into records of their own (removed afterwards)
         results = Path(tempfile.mkdtemp(dir=root, prefix=".counted-")) if count else root / "results"
-        with _environment(KDLIB_RESULTS_DIR=str(results),
+        with environment(KDLIB_RESULTS_DIR=str(results),
                           KDLIB_CACHE_DIR=str(root / "cache"), KDLIB_MIXED_PRECISION="bf16", KDLIB_RECOMPUTE="0",
                           KDLIB_COUNT_FLOPS="1" if count else "0"):
             for row, exp in runs:
@@ -241,6 +242,7 @@ def padded_tokens(exp: Experiment, split: str, tokenizer, batch_size: int, memo:
     (length-bucketed, padded to each batch's longest row). An augmented training set counts its new examples as
     long as their sources. ``memo`` keeps the token lengths of a data set across calls."""
     from .data import bucketed_batches, encode
+    from .data import padded_tokens as data_padded_tokens
     from .runner import split_data
 
     memo = {} if memo is None else memo
@@ -250,7 +252,7 @@ def padded_tokens(exp: Experiment, split: str, tokenizer, batch_size: int, memo:
         memo[key] = [len(x) for x in encode(tokenizer, split_data(exp, split), exp.max_length).input_ids]
     lengths = memo[key]
     batches = bucketed_batches(lengths, batch_size, exp.seed * 1000 if split == "train" else None)
-    tokens = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    tokens = data_padded_tokens(lengths, batches)
     times = 1
     if split == "train" and exp.augment is not None:
         times = 1 + next((getattr(exp.augment, f) for f in ("n_aug", "n_iter") if hasattr(exp.augment, f)), 0)

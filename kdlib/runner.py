@@ -257,21 +257,42 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
 
     # the processes of one `accelerate launch` train a run together: only separate commands take turns
     together = PartialState().num_processes > 1
-    lock = nullcontext() if together else locked(cache_dir() / "runs" / f"{exp.hash}",
-                                                 f"run {exp.hash} ({exp.label or exp.method})")
+    key = stack_of(exp)[0].hash if exp.stack else exp.hash  # a stack's seeds are made together, under one lock
+    lock = nullcontext() if together else locked(cache_dir() / "runs" / f"{key}",
+                                                 f"run {key} ({exp.label or exp.method})")
     with lock:
         rec = None if force else stored()  # made by another process while this one waited
         if rec is None:
             if _need_weights and stored_path(exp) is not None:
                 print(f"[kdlib] weights of {exp.label or exp.method} {exp.hash} not cached: training it again "
                       "(its stored record will be replaced)", flush=True)
-            rec = _make(exp, keep_model, progress)
+            if exp.stack:
+                recs = _make_stack(stack_of(exp), keep_model, progress)
+                rec = recs[exp.stack.index(exp.seed)]
+            else:
+                rec = _make(exp, keep_model, progress)
             if recompute_requested():
-                _recomputed.add(exp.hash)
+                _recomputed.update(e.hash for e in (stack_of(exp) if exp.stack else [exp]))
     return rec
 
 
-def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
+@dataclasses.dataclass
+class _Prepared:
+    """What a run is made from, before its model: its data, objective, teacher and encodings."""
+
+    spec: object
+    train_data: TaskData
+    dev_data: TaskData
+    objective: object
+    teacher_rec: dict | None
+    source: TeacherSource | None
+    dev_cls: torch.Tensor | None
+    tok: object
+    train_enc: object
+    dev_enc: object
+
+
+def _prepare(exp: Experiment, progress: bool | None) -> _Prepared:
     spec = get_task(exp.task)
     train_data, dev_data = split_data(exp, "train"), split_data(exp, "dev")
     extra = augmented(exp, train_data, progress_enabled() if progress is None else progress) if exp.augment is not None else None
@@ -283,10 +304,24 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
     if extra is not None:
         train_data = concat(train_data, extra)
     tok = load_tokenizer(exp.model.checkpoint)
-    train_enc = encode(tok, train_data, exp.max_length)
-    dev_enc = encode(tok, dev_data, exp.max_length)
-    model = build_model(exp, spec.num_labels, tok)
     objective.use_tokenizer(tok)
+    return _Prepared(spec, train_data, dev_data, objective, teacher_rec, source, dev_cls, tok,
+                     encode(tok, train_data, exp.max_length), encode(tok, dev_data, exp.max_length))
+
+
+def optim_args(exp: Experiment) -> OptimArgs:
+    return OptimArgs(lr=exp.lr, weight_decay=exp.weight_decay, warmup_ratio=exp.warmup_ratio, optimizer=exp.optimizer)
+
+
+def train_args(exp: Experiment) -> TrainArgs:
+    return TrainArgs(epochs=exp.epochs, batch_size=exp.batch_size, evals_per_epoch=exp.evals_per_epoch,
+                     keep=exp.keep, seed=exp.seed)
+
+
+def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
+    p = _prepare(exp, progress)
+    objective = p.objective
+    model = build_model(exp, p.spec.num_labels, p.tok)
     runs = {k: v for k, v in exp.hp.items() if isinstance(v, Experiment)}
     if runs:  # runs named in the hyper-parameters (a generator's start): their kept weights
         with torch.random.fork_rng(devices=[]):
@@ -296,19 +331,49 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
         extra_modules = objective.build_modules(model, None if exp.teacher is None else _teacher_config(exp.teacher))
     if extra_modules:
         objective.modules = torch.nn.ModuleDict(extra_modules)
-    step = objective.make_step(model, OptimArgs(lr=exp.lr, weight_decay=exp.weight_decay,
-                                                warmup_ratio=exp.warmup_ratio, optimizer=exp.optimizer))
-    step.teacher = source
-    args = TrainArgs(epochs=exp.epochs, batch_size=exp.batch_size, evals_per_epoch=exp.evals_per_epoch,
-                     keep=exp.keep, seed=exp.seed)
+    step = objective.make_step(model, optim_args(exp))
+    step.teacher = p.source
     state_dir = cache_dir() / "runs" / exp.hash / "state"
     with flops.run_tally() as work:  # the FLOPs and operator calls of its steps, when KDLIB_COUNT_FLOPS is set
-        result = train(step, train_enc, dev_enc, exp.task, args, teacher=source, state_dir=state_dir,
-                       keep_weights=keep_model, pad_id=tok.pad_token_id or 0, progress=progress,
-                       desc=exp.label or exp.method, dev_teacher_cls=dev_cls)
-    examples = objective.examples(step, dev_enc, tok, seed_for(exp.seed, "examples"))
-    logits = result.best_dev_logits
-    record = {
+        result = train(step, p.train_enc, p.dev_enc, exp.task, train_args(exp), teacher=p.source,
+                       state_dir=state_dir, keep_weights=keep_model, pad_id=p.tok.pad_token_id or 0,
+                       progress=progress, desc=exp.label or exp.method, dev_teacher_cls=p.dev_cls)
+    examples = objective.examples(step, p.dev_enc, p.tok, seed_for(exp.seed, "examples"))
+    record = make_record(exp, p, model, result, extra_modules, examples, work)
+    return store_record(exp, record, model if keep_model else None, result.best_state, p.tok, state_dir)
+
+
+def stack_of(exp: Experiment) -> list:
+    """The runs of ``exp``'s stack, one per seed, in the stack's order."""
+    return [exp.replace(seed=s) for s in exp.stack]
+
+
+def _make_stack(exps: list, keep_model: bool, progress: bool | None) -> list:
+    """Train the seeds of one stack as one model (:mod:`kdlib.stacked`); store and return every seed's record."""
+    from .stacked import train_stacked
+
+    first = exps[0]
+    p = _prepare(first, progress)  # the data, objective and teacher are the same for every seed
+    models = [build_model(e, p.spec.num_labels, p.tok) for e in exps]
+    with flops.run_tally() as work:
+        results = train_stacked(p.objective, models, list(first.stack), p.train_enc, p.dev_enc, first.task,
+                                train_args(first), optim_args(first), teacher=p.source, keep_weights=keep_model,
+                                pad_id=p.tok.pad_token_id or 0, progress=progress,
+                                desc=f"{first.label or first.method} seeds {','.join(map(str, first.stack))}",
+                                dev_teacher_cls=p.dev_cls)
+    records = []
+    for e, model, result in zip(exps, models, results):
+        record = make_record(e, p, model, result, work=work,
+                             stacked={"seeds": list(first.stack), "wall_time_is": "the whole stack's"})
+        records.append(store_record(e, record, model if keep_model else None, result.best_state, p.tok))
+    return records
+
+
+def make_record(exp: Experiment, p: _Prepared, model, result, extra_modules=None, examples=None, work=None,
+                **more) -> dict:
+    """The record of ``exp`` trained as ``result`` (a :class:`~kdlib.train.TrainResult`), with its provenance."""
+    source, logits = p.source, result.best_dev_logits
+    return {
         "schema": 2,
         "hash": exp.hash,
         "label": exp.label,
@@ -317,13 +382,13 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
         "history": result.history,
         "losses": result.losses,
         "dev_logits": [] if logits is None else [[round(float(x), 4) for x in row] for row in logits.tolist()],
-        "n_train": len(train_data),
-        "n_dev": len(dev_data),
+        "n_train": len(p.train_data),
+        "n_dev": len(p.dev_data),
         "student_params": count_parameters(model),
         "trainable_modules": {n: count_parameters(m) for n, m in (extra_modules or {}).items()},
-        "teacher": None if teacher_rec is None else {
-            "hash": teacher_rec["hash"], "best": teacher_rec["best"],
-            "agreement": _agreement(logits, teacher_rec, spec.is_regression)},
+        "teacher": None if p.teacher_rec is None else {
+            "hash": p.teacher_rec["hash"], "best": p.teacher_rec["best"],
+            "agreement": _agreement(logits, p.teacher_rec, p.spec.is_regression)},
         "teacher_source": None if source is None else {
             "cached": list(source.cached.names) if source.cached else [],
             "live": list(source.live.names) if source.live else []},
@@ -333,25 +398,32 @@ def _make(exp: Experiment, keep_model: bool, progress: bool | None) -> dict:
         "teacher_live_s_per_call": None if source is None or source.live is None or not source.live.calls
         else round(source.live.seconds / source.live.calls, 5),
         "teacher_live_calls": None if source is None or source.live is None else source.live.calls,
-        "teacher_floats_per_example": None if source is None or source.cached is None else objective.teacher_floats(
+        "teacher_floats_per_example": None if source is None or source.cached is None else p.objective.teacher_floats(
             {k: tuple(v.shape[1:]) for k, v in source.cached.tensors.items()},
             getattr(getattr(model, "config", None), "num_hidden_layers", 0)),
         "summary": result.best_summary,
         **({"examples": examples} if examples is not None else {}),
         **({"work": work} if flops.enabled() else {}),
+        **more,
         **provenance(),
     }
+
+
+def store_record(exp: Experiment, record: dict, model, best_state, tok, state_dir: Path | None = None) -> dict:
+    """Write ``record`` atomically (and ``model`` with ``best_state`` loaded, when given, as the run's kept
+    weights) from the main process only; returns the record exactly as a later load returns it."""
     text = json.dumps(record, indent=1) + "\n"
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # under `accelerate launch` only one process writes
-        if keep_model:
-            model.load_state_dict(result.best_state)
+        if model is not None:
+            model.load_state_dict(best_state)
             save_weights(exp, model, tok)
         atomic_write_text(record_path(exp), text)
-        _clean_state(cache_dir() / "runs" / exp.hash / "state")
+        if state_dir is not None:
+            _clean_state(state_dir)
     PartialState().wait_for_everyone()  # the others read the weights and the record only once written
-    return json.loads(text)  # exactly what a later load returns
+    return json.loads(text)
 
 
 def _teacher_config(teacher):

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from . import flops
-from .data import Encoded, bucketed_batches, collate
+from .data import Encoded, bucketed_batches, collate, padded_tokens
 from .errors import KDLibError, check_choice
 from .metrics import task_metrics
 from .models import forward_quantities
@@ -188,6 +188,45 @@ class PeakMemory:
                 "mb": round(self.peak / 2 ** 20, 1)}
 
 
+def make_accelerator():
+    """An ``accelerate.Accelerator`` with the precision :func:`mixed_precision` says."""
+    from accelerate import Accelerator
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision())
+    except ValueError:  # this process set accelerate up with the other precision (a dry run after a CPU run)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()  # the precision only; the process group (PartialState) stays
+        return Accelerator(mixed_precision=mixed_precision())
+
+
+def eval_points(steps_per_epoch: int, evals_per_epoch: int, last_step: int) -> set:
+    """The 0-based steps of an epoch after which the loop evaluates: ``evals_per_epoch`` evenly spaced ones,
+    the epoch's last step always (the run's end needs a state even without dev evaluations)."""
+    every = max(1, steps_per_epoch // max(1, evals_per_epoch))
+    return {i for i in range(last_step) if i + 1 == last_step or
+            ((i + 1) % every == 0 and (i + 1) // every < evals_per_epoch)}
+
+
+class LossCurve:
+    """A run's ``losses`` curve: each shown loss term's mean over every :data:`LOSS_POINTS`-th part of the run
+    (and at its end). ``points`` is the list it appends to (a resumed run's, from its saved state)."""
+
+    def __init__(self, total_steps: int, points: list):
+        self.every, self.total, self.points, self.terms = max(1, total_steps // LOSS_POINTS), total_steps, points, {}
+
+    def add(self, global_step: int, shown: dict) -> None:
+        """The terms of step ``global_step`` (1-based); NaN terms (not measured this step) are left out."""
+        for k, v in shown.items():
+            if v == v:
+                t, n = self.terms.get(k, (0.0, 0))
+                self.terms[k] = (t + v, n + 1)
+        if (global_step % self.every == 0 or global_step == self.total) and self.terms:
+            self.points.append({"step": global_step, **{k: round(t / n, 6) for k, (t, n) in self.terms.items()}})
+            self.terms = {}
+
+
 @dataclass
 class TrainResult:
     history: list
@@ -238,7 +277,6 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     ``teacher`` (a :class:`~kdlib.teachers.TeacherSource`) fills each batch with the quantities the objective
     reads. ``state_dir`` holds the resumable state after each epoch. ``dev_teacher_cls`` (the teacher's dev
     [CLS] states) goes to ``objective.summarize`` with the student's at each evaluation."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
@@ -249,13 +287,7 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
         raise KDLibError("keep='best' needs dev evaluations; set evals_per_epoch ≥ 1 or keep='last'")
     objective = step.objective
     progress = progress_enabled() if progress is None else progress
-    try:
-        accelerator = Accelerator(mixed_precision=mixed_precision())
-    except ValueError:  # this process set accelerate up with the other precision (a dry run after a CPU run)
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state()  # the precision only; the process group (PartialState) stays
-        accelerator = Accelerator(mixed_precision=mixed_precision())
+    accelerator = make_accelerator()
     set_seed(args.seed)
     train_dl = make_loader(train_enc, args.batch_size, True, args.seed, pad_id)
     sampler = train_dl.batch_sampler
@@ -268,14 +300,11 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
     dev_dl = accelerator.prepare(make_loader(dev_enc, args.eval_batch_size, False, pad_id=pad_id)) if evaluating else None
     if teacher is not None:
         teacher.to(accelerator.device)
-    eval_every = max(1, steps_per_epoch // max(1, args.evals_per_epoch))
-    #: the loss terms are recorded as their means over every LOSS_POINTS-th part of the run (and at its end)
-    log_every = max(1, total_steps // LOSS_POINTS)
     summarize = objective.summarizes_dev and dev_teacher_cls is not None
     # the dev tokens as the eval loader pads them (for kdlib.flops)
-    dev_tokens = sum(max(len(dev_enc.input_ids[i]) for i in b) * len(b) for b in
-                     bucketed_batches([len(x) for x in dev_enc.input_ids], args.eval_batch_size, None)) \
-        if evaluating and flops.enabled() else 0
+    dev_lengths = [len(x) for x in dev_enc.input_ids] if evaluating and flops.enabled() else []
+    dev_tokens = padded_tokens(dev_lengths, bucketed_batches(dev_lengths, args.eval_batch_size, None)) \
+        if dev_lengths else 0
 
     loop = {"history": [], "best": None, "best_logits": None, "best_state": None, "best_summary": None,
             "epoch": -1, "elapsed": 0.0, "losses": []}
@@ -324,8 +353,9 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
             getattr(train_dl, "set_epoch", sampler.set_epoch)(epoch)
             step.train(True)
             last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            points = eval_points(steps_per_epoch, args.evals_per_epoch, last_step)
             running, count = 0.0, 0
-            terms = {}  # each shown loss term's (sum, count) since the last recorded point
+            curve = LossCurve(total_steps, loop["losses"])  # a part cut by a resume starts afresh, as it did
             bar = tqdm(total=last_step, desc=f"{desc} epoch {epoch + 1}/{total_epochs}", disable=not progress,
                        leave=False, mininterval=2.0)
             for i, batch in enumerate(train_dl):
@@ -343,16 +373,12 @@ def train(step, train_enc: Encoded, dev_enc: Encoded | None, task: str, args: Tr
                 if main_loss is not None and main_loss == main_loss:
                     running += main_loss
                     count += 1
-                for k, v in shown.items():
-                    terms[k] = (terms.get(k, (0.0, 0))[0] + v, terms.get(k, (0.0, 0))[1] + 1)
-                if (global_step % log_every == 0 or global_step == total_steps) and terms:
-                    loop["losses"].append({"step": global_step, **{k: round(t / n, 6) for k, (t, n) in terms.items()}})
-                    terms = {}
+                curve.add(global_step, shown)
                 bar.update(1)
                 if count % 20 == 0:
                     bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
                 at_end = i + 1 == last_step
-                if at_end or ((i + 1) % eval_every == 0 and (i + 1) // eval_every < args.evals_per_epoch):
+                if i in points:
                     final = at_end and epoch == total_epochs - 1
                     if evaluating or final:
                         evaluate(epoch + (i + 1) / steps_per_epoch, global_step, running / max(count, 1), final)

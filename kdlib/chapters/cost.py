@@ -38,7 +38,7 @@ def gpu_estimate(chapters: list | None = None, teacher: str | None = None, steps
     checkpoint (``KDLIB_GPU_TEACHER``; default: as this machine plans it, BERT-base where the hub answers).
     Made by a counted dry run and the local GLUE copy; ``stored_only`` never makes it (``None`` when it is not
     stored)."""
-    from ..dryrun import SHAPES, _environment
+    from ..dryrun import SHAPES, environment
     from ..errors import check_choice
     from ..profiles import get_profile
 
@@ -47,7 +47,7 @@ def gpu_estimate(chapters: list | None = None, teacher: str | None = None, steps
         check_choice("chapter", k, planned())
     if teacher is not None and not os.path.isdir(teacher):
         check_choice("teacher", teacher, ("minilm-l6", *SHAPES, "a local checkpoint folder"))
-    with _environment(**({"KDLIB_GPU_TEACHER": teacher} if teacher else {})):
+    with environment(**({"KDLIB_GPU_TEACHER": teacher} if teacher else {})):
         return _gpu_estimate(chapters, get_profile("gpu").teacher, steps, force, stored_only, progress)
 
 
@@ -140,6 +140,143 @@ def plot_bench(rec: dict, ax=None):
     ax.set_xlabel("training examples per second (median; line: range over rounds)")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def _where(rec: dict) -> str:
+    hw = rec["hardware"]
+    return hw.get("gpu") or f"a {hw['cpu_count']}-core CPU"
+
+
+def stacked_table(rec: dict):
+    """``kdbook bench --stacked``: for each stack size S, both sides' examples per second, the measured speed-up,
+    the counted work of a stacked step against S lone ones, and the H100 estimate of the speed-up."""
+    import pandas as pd
+
+    from .. import report
+
+    rows = []
+    for S, v in rec["summary"].items():
+        h = [v["h100 estimate"][e]["speedup"] for e in ("fast", "slow")]
+        for k, unit in (("sequential examples/s", "examples/s"), ("stacked examples/s", "examples/s"),
+                        ("speedup", "× (sequential / stacked time)")):
+            rows.append({"S": int(S), "what": k, "unit": unit, **v[k]})
+        rows.append({"S": int(S), "what": "operator calls: S lone steps / one stacked step", "unit": "×",
+                     "median": v["ops per step: S lone steps / one stacked step"]})
+        rows.append({"S": int(S), "what": "FLOPs: one stacked step / S lone steps", "unit": "×",
+                     "median": v["flops per step: one stacked step / S lone steps"]})
+        rows.append({"S": int(S), "what": "H100 estimate of the speed-up (fast–slow assumption)", "unit": "×",
+                     "min": min(h), "max": max(h)})
+    df = pd.DataFrame(rows).set_index(["S", "what"])[["unit", "median", "min", "max"]]
+    c = rec["config"]
+    return report.Table(df.round(2), f"S seeds of one KD run trained one after another against the same S "
+                        f"trained as one stack: one epoch of {rec['examples']} {rec['data']} {c['task']} examples "
+                        f"each, a {len(c['layers'])}-layer copy of {c['checkpoint']}, batch {c['batch_size']}; "
+                        f"median, min and max over {c['rounds']} interleaved rounds on {_where(rec)}; the work "
+                        "counted on a few steps; the H100 estimate is the cost model above", key="cost-stacked")
+
+
+def plot_stacked(rec: dict, ax=None):
+    """For each stack size S: the speed-up measured here (median, range over rounds) and the H100 estimate
+    (its fast–slow range), against 1 (no gain) and S (the most a stack of S can gain)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 2.8))
+    items = list(rec["summary"].items())
+    for i, (S, v) in enumerate(items):
+        m = v["speedup"]
+        ax.barh(2 * i, m["median"], color="C0", alpha=0.85, label="measured here" if i == 0 else None)
+        ax.plot([m["min"], m["max"]], [2 * i, 2 * i], color="k", lw=1)
+        h = sorted(v["h100 estimate"][e]["speedup"] for e in ("fast", "slow"))
+        ax.barh(2 * i + 0.8, h[1] - h[0], left=h[0], color="C1", alpha=0.85,
+                label="H100 estimate (fast–slow)" if i == 0 else None)
+        ax.plot([int(S)] * 2, [2 * i - 0.5, 2 * i + 1.3], color="grey", ls=":", lw=1)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks([2 * i + 0.4 for i in range(len(items))], [f"S = {S}" for S, _ in items])
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up of one stack over S runs one after another (dotted: S)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return ax
+
+
+def stacked_finding(rec: dict) -> str:
+    """What the stacked bench shows, in sentences built from its numbers."""
+    s = rec["summary"]
+    parts = []
+    for S, v in s.items():
+        m = v["speedup"]
+        parts.append(f"S = {S} stacked seeds train {m['median']:.2f}× as fast as {S} lone runs one after another "
+                     f"(range over rounds {m['min']:.2f}–{m['max']:.2f}×)")
+    text = "On this CPU, " + "; ".join(parts) + "."
+    if "3" in s:
+        met = s["3"]["speedup"]["median"] >= 1.5
+        text += f" The goal of 1.5× at S = 3 is {'met' if met else 'not met'} here."
+    v = s[max(s, key=int)]
+    S = max(s, key=int)
+    h = sorted(v["h100 estimate"][e]["speedup"] for e in ("fast", "slow"))
+    text += (f" A stacked step of S = {S} does {v['flops per step: one stacked step / S lone steps']:.2f}× the "
+             f"arithmetic of its {S} lone steps, and its {S} lone steps make "
+             f"{v['ops per step: S lone steps / one stacked step']:.1f}× the operator calls of the stacked one. "
+             "A CPU step of this student is bound by its arithmetic, which a stack does not reduce (its batched "
+             "matrix products are no faster than the lone ones, and every seed's step is padded to the longest "
+             "batch of the stack); an H100 step is bound by its operator calls, which a stack shares. The cost "
+             f"model estimates a stack of S = {S} {h[0]:.1f}–{h[1]:.1f}× as fast as its lone runs on an H100: an "
+             "estimate, not a measurement, until a GPU is at hand.")
+    return text
+
+
+def tuning_finding(rec: dict) -> str:
+    """What the threads and compile bench shows, in sentences built from its numbers."""
+    th, comp = rec["summary"]["threads"], rec["summary"]["compile"]
+    ones, twos = th["side by side, 1 thread each"], th["side by side, 2 threads each"]
+    r1, r2 = ones["ratio to one after another"], twos["ratio to one after another"]
+    text = (f"Two jobs side by side with one thread each finish {r1['median']:.2f}× as fast as the same two one "
+            f"after another with two threads (range {r1['min']:.2f}–{r1['max']:.2f}×); side by side with two "
+            f"threads each, {r2['median']:.2f}×. ")
+    if r1["median"] >= 1.2:
+        text += ("One thread per job is adopted: the book's background re-makes run so (`OMP_NUM_THREADS=1`), and "
+                 "their records say so (`hardware.torch_threads`). ")
+    else:
+        text += "No thread setting gains 1.2×; the book keeps one thread per job, as its records say. "
+    sp = comp["speedup (second epoch)"]
+    text += (f"Compiled, the student's step runs {sp['median']:.2f}× as fast as eager (range {sp['min']:.2f}–"
+             f"{sp['max']:.2f}×) after {comp['compiling, extra seconds (first epoch)']['median']:.0f} s of compiling, "
+             f"and its losses {'equal' if comp['losses identical'] else 'differ from'} eager's"
+             + ("" if comp["losses identical"] else
+                f" by up to {comp['largest loss difference']:.2g} (compiled code draws its dropout masks from its "
+                "own generator and rounds differently), so its records would not be the eager ones") + ". ")
+    adopt = sp["median"] >= 1.2 and comp["losses identical"]
+    text += ("It is adopted." if adopt else "It is not adopted: it would need ≥ 1.2× with the same records.")
+    return text
+
+
+def tuning_table(rec: dict):
+    """``kdbook bench --tuning``: how two jobs share the CPU (examples per second, ratio to one after another),
+    and the compiled student step against eager."""
+    import pandas as pd
+
+    from .. import report
+
+    s = rec["summary"]
+    rows = []
+    for side, v in s["threads"].items():
+        rows.append({"what": f"two jobs {side}", "unit": "examples/s", **v["examples/s"]})
+        rows.append({"what": f"two jobs {side}: ratio to one after another", "unit": "×",
+                     **v["ratio to one after another"]})
+    comp = s["compile"]
+    rows.append({"what": "torch.compile: speed-up of the step (second epoch)", "unit": "×",
+                 **comp["speedup (second epoch)"]})
+    rows.append({"what": "torch.compile: extra seconds of the first epoch (compiling)", "unit": "s",
+                 **comp["compiling, extra seconds (first epoch)"]})
+    rows.append({"what": "torch.compile: largest difference of a step's loss from eager's", "unit": "",
+                 "median": comp["largest loss difference"]})
+    df = pd.DataFrame(rows).set_index("what")[["unit", "median", "min", "max"]]
+    c = rec["config"]
+    return report.Table(df.round(3), f"Threads and compile: one-epoch KD jobs on {rec['examples']} {rec['data']} "
+                        f"{c['task']} examples, a {len(c['layers'])}-layer copy of {c['checkpoint']}, batch "
+                        f"{c['batch_size']}; median, min and max over {c['rounds']} interleaved rounds on "
+                        f"{_where(rec)}", key="cost-tuning")
 
 
 def book_total(rec: dict) -> dict:
