@@ -329,11 +329,16 @@ def measure(profile: Profile, devices: tuple = ("cpu", "cuda"), force: bool = Fa
     whole training set at batch 512, on each device here (:func:`kdlib.chapters.size_speed_records`)."""
     from . import size_speed_records
 
+    models, reference = _shapes(profile)
+    return size_speed_records(CHAPTER, models, reference, devices, force)
+
+
+def _shapes(profile: Profile) -> tuple:
+    """``({architecture: an experiment of that shape}, the teacher's architecture)`` over the book's students."""
     models = {}
     for exps in book_students(profile).values():
         models.setdefault(architecture(exps[0].model), exps[0])
-    reference = next(k for k in models if k.endswith("(the teacher)"))
-    return size_speed_records(CHAPTER, models, reference, devices, force)
+    return models, next(k for k in models if k.endswith("(the teacher)"))
 
 
 def pareto_points(profile: Profile, task: str = PARETO_TASK):
@@ -359,10 +364,7 @@ def pareto_points(profile: Profile, task: str = PARETO_TASK):
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    models = {}
-    for exps in book_students(profile).values():
-        models.setdefault(architecture(exps[0].model), exps[0])
-    reference = next(k for k in models if k.endswith("(the teacher)"))
+    models, reference = _shapes(profile)
     timed = size_speed(CHAPTER, models, reference, stored_only=True)
     seconds = {x["model"]: x["seconds"] for x in timed["rows"]} if timed else {}
     df["cpu_seconds"] = df["architecture"].map(seconds)
