@@ -347,7 +347,7 @@ def threads_side(side: str, args: tuple) -> float:
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
-def bench_tuning(examples: int = 1500, rounds: int = 2, task: str = "sst2", checkpoint: str = "minilm-l6",
+def bench_tuning(examples: int = 1500, rounds: int = 3, task: str = "sst2", checkpoint: str = "minilm-l6",
                  layers: tuple = (0, 1), batch_size: int = 32, max_length: int = 128, lr: float = 1e-4,
                  progress: bool = False) -> dict:
     """Two measurements for a small shared CPU, interleaved over ``rounds``:

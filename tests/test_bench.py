@@ -106,6 +106,11 @@ def test_the_tuning_summary_of_hand_made_rounds():
     assert ones["examples/s"] == {"median": 16.25, "min": 12.5, "max": 20.0}
     assert ones["ratio to one after another"] == {"median": 1.625, "min": 1.25, "max": 2.0}
     assert twos["ratio to one after another"]["median"] == 0.5
+    from kdlib.chapters.cost import tuning_finding
+
+    text = tuning_finding({"summary": s})
+    assert "{" not in text and "1.62× as fast" in text and "One thread per job is adopted" in text
+    assert "differ from eager's by up to 0.01" in text and "It is not adopted" in text
     c = s["compile"]
     assert c["speedup (second epoch)"] == {"median": 1.75, "min": 1.5, "max": 2.0}
     assert c["compiling, extra seconds (first epoch)"]["median"] == 0.0

@@ -212,18 +212,23 @@ def stacked_finding(rec: dict) -> str:
     if "3" in s:
         met = s["3"]["speedup"]["median"] >= 1.5
         text += f" The goal of 1.5× at S = 3 is {'met' if met else 'not met'} here."
-    v = s[max(s, key=int)]
-    S = max(s, key=int)
-    h = sorted(v["h100 estimate"][e]["speedup"] for e in ("fast", "slow"))
-    text += (f" A stacked step of S = {S} does {v['flops per step: one stacked step / S lone steps']:.2f}× the "
-             f"arithmetic of its {S} lone steps, and its {S} lone steps make "
-             f"{v['ops per step: S lone steps / one stacked step']:.1f}× the operator calls of the stacked one. "
-             "A CPU step of this student is bound by its arithmetic, which a stack does not reduce (its batched "
-             "matrix products are no faster than the lone ones, and every seed's step is padded to the longest "
-             "batch of the stack); an H100 step is bound by its operator calls, which a stack shares. The cost "
-             f"model estimates a stack of S = {S} {h[0]:.1f}–{h[1]:.1f}× as fast as its lone runs on an H100: an "
-             "estimate, not a measurement, until a GPU is at hand.")
+    flop = {k: x["flops per step: one stacked step / S lone steps"] for k, x in s.items()}
+    calls = {k: x["ops per step: S lone steps / one stacked step"] for k, x in s.items()}
+    text += (" A stacked step does " + ", ".join(f"{flop[k]:.2f}× (S = {k})" for k in s) + " the arithmetic of its "
+             "lone steps: each seed keeps its own data order, so its batch comes from another length bucket than "
+             "its neighbours' and is padded to the longest of them. A CPU step of this student is bound by its "
+             "arithmetic, which a stack cannot reduce and here increases; that is why stacking loses on this CPU. "
+             "Its lone steps make " + ", ".join(f"{calls[k]:.1f}× (S = {k})" for k in s) + " the operator calls of "
+             "one stacked step, and an H100 step of a small student is bound by its calls (the cost model above): "
+             "the model estimates a stack " + ", ".join(f"{_span(x['h100 estimate'])} as fast as its lone runs "
+                                                        f"(S = {k})" for k, x in s.items()) +
+             " on an H100, an estimate, not a measurement, until a GPU is at hand.")
     return text
+
+
+def _span(h100: dict) -> str:
+    lo, hi = sorted(h100[e]["speedup"] for e in ("fast", "slow"))
+    return f"{lo:.1f}×" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}–{hi:.1f}×"
 
 
 def tuning_finding(rec: dict) -> str:
@@ -240,9 +245,11 @@ def tuning_finding(rec: dict) -> str:
     else:
         text += "No thread setting gains 1.2×; the book keeps one thread per job, as its records say. "
     sp = comp["speedup (second epoch)"]
+    extra = comp["compiling, extra seconds (first epoch)"]
     text += (f"Compiled, the student's step runs {sp['median']:.2f}× as fast as eager (range {sp['min']:.2f}–"
-             f"{sp['max']:.2f}×) after {comp['compiling, extra seconds (first epoch)']['median']:.0f} s of compiling, "
-             f"and its losses {'equal' if comp['losses identical'] else 'differ from'} eager's"
+             f"{sp['max']:.2f}×), after compiling (at most {extra['max']:.0f} s more in a round's first epoch; less "
+             f"once PyTorch's on-disk cache holds the compiled kernels), and its losses "
+             f"{'equal' if comp['losses identical'] else 'differ from'} eager's"
              + ("" if comp["losses identical"] else
                 f" by up to {comp['largest loss difference']:.2g} (compiled code draws its dropout masks from its "
                 "own generator and rounds differently), so its records would not be the eager ones") + ". ")
