@@ -166,13 +166,21 @@ def stacked_table(rec: dict):
                      "median": v["flops per step: one stacked step / S lone steps"]})
         rows.append({"S": int(S), "what": "H100 estimate of the speed-up (fast–slow assumption)", "unit": "×",
                      "min": min(h), "max": max(h)})
-    df = pd.DataFrame(rows).set_index(["S", "what"])[["unit", "median", "min", "max"]]
+    df = _blank(pd.DataFrame(rows).set_index(["S", "what"])[["unit", "median", "min", "max"]], 2)
     c = rec["config"]
-    return report.Table(df.round(2), f"S seeds of one KD run trained one after another against the same S "
+    return report.Table(df, f"S seeds of one KD run trained one after another against the same S "
                         f"trained as one stack: one epoch of {rec['examples']} {rec['data']} {c['task']} examples "
                         f"each, a {len(c['layers'])}-layer copy of {c['checkpoint']}, batch {c['batch_size']}; "
                         f"median, min and max over {c['rounds']} interleaved rounds on {_where(rec)}; the work "
                         "counted on a few steps; the H100 estimate is the cost model above", key="cost-stacked")
+
+
+def _blank(df, decimals: int):
+    """``df``'s numbers as text with ``decimals`` decimals, and an empty cell where there is none."""
+    out = df.copy().astype(object)
+    for col in ("median", "min", "max"):
+        out[col] = [("" if x != x else f"{x:.{decimals}f}") for x in df[col]]
+    return out
 
 
 def plot_stacked(rec: dict, ax=None):
@@ -188,8 +196,8 @@ def plot_stacked(rec: dict, ax=None):
         ax.barh(2 * i, m["median"], color="C0", alpha=0.85, label="measured here" if i == 0 else None)
         ax.plot([m["min"], m["max"]], [2 * i, 2 * i], color="k", lw=1)
         h = sorted(v["h100 estimate"][e]["speedup"] for e in ("fast", "slow"))
-        ax.barh(2 * i + 0.8, h[1] - h[0], left=h[0], color="C1", alpha=0.85,
-                label="H100 estimate (fast–slow)" if i == 0 else None)
+        ax.barh(2 * i + 0.8, h[1], color="C1", alpha=0.85, label="H100 estimate (line: fast–slow)" if i == 0 else None)
+        ax.plot(h, [2 * i + 0.8] * 2, color="k", lw=1)
         ax.plot([int(S)] * 2, [2 * i - 0.5, 2 * i + 1.3], color="grey", ls=":", lw=1)
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_yticks([2 * i + 0.4 for i in range(len(items))], [f"S = {S}" for S, _ in items])
@@ -278,9 +286,9 @@ def tuning_table(rec: dict):
                  **comp["compiling, extra seconds (first epoch)"]})
     rows.append({"what": "torch.compile: largest difference of a step's loss from eager's", "unit": "",
                  "median": comp["largest loss difference"]})
-    df = pd.DataFrame(rows).set_index("what")[["unit", "median", "min", "max"]]
+    df = _blank(pd.DataFrame(rows).set_index("what")[["unit", "median", "min", "max"]], 3)
     c = rec["config"]
-    return report.Table(df.round(3), f"Threads and compile: one-epoch KD jobs on {rec['examples']} {rec['data']} "
+    return report.Table(df, f"Threads and compile: one-epoch KD jobs on {rec['examples']} {rec['data']} "
                         f"{c['task']} examples, a {len(c['layers'])}-layer copy of {c['checkpoint']}, batch "
                         f"{c['batch_size']}; median, min and max over {c['rounds']} interleaved rounds on "
                         f"{_where(rec)}", key="cost-tuning")
