@@ -5,7 +5,8 @@ loss. Trained one after another, each seed pays every operator call of every ste
 become one set of tensors with a leading seed axis (``torch.func.stack_module_state``), and one call of the
 student (``torch.func.functional_call`` under ``torch.func.vmap``) runs every seed on its own batch. A GPU step
 of a small student is bound by operator calls, not arithmetic (see the cost appendix), so S stacked seeds cost
-about the calls of one; a CPU step is bound by arithmetic, and stacking gains nothing there.
+about the calls of one; a CPU step is bound by arithmetic, which stacking does not reduce (and padding each
+seed's batch to the stack's longest adds): on a CPU a stack is slower than its lone runs (the cost appendix).
 
 Each seed keeps what it would have alone:
 
