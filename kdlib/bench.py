@@ -37,9 +37,13 @@ def _data(task: str, n: int, seed: int = 0):
     """``n`` training examples of ``task``: the local GLUE copy where there is one, else synthetic ones."""
     from .data import load_task, synthetic_task
 
+    import os
+
     try:
         return load_task(task, "train").subset(n, seed), "glue"
     except (KDLibError, OSError):  # no local copy, and no hub (a ConnectionError is an OSError)
+        if os.environ.get("KDLIB_GLUE_DIR"):  # a folder the user named: its error, not a silent fallback
+            raise
         return synthetic_task(task, "train", n, seed), "synthetic"
 
 

@@ -126,3 +126,13 @@ def test_two_jobs_side_by_side_are_timed_from_a_common_start():
     enc = encode(tok, synthetic_task("sst2", "train", 16), 16)
     job = ("sst2", enc, torch.zeros(16, 2), bench.SETTINGS[0], 8, 1e-4, 0, "minilm-l6", (0,), 2)
     assert 0 < bench.threads_side("side by side, 1 thread each", job) < 120
+
+
+def test_a_glue_folder_that_is_not_there_is_one_line_not_synthetic_data(monkeypatch, tmp_path):
+    from kdlib.bench import _data
+
+    monkeypatch.setenv("KDLIB_GLUE_DIR", str(tmp_path / "nope"))
+    with pytest.raises(KDLibError, match="does not exist"):
+        _data("sst2", 8)
+    monkeypatch.delenv("KDLIB_GLUE_DIR")
+    assert _data("sst2", 8)[1] in ("glue", "synthetic")
