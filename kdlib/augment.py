@@ -211,6 +211,14 @@ class WordCandidates:
         return self.neighbours(words[i], k)
 
 
+def word_candidates(model, tokenizer, max_length: int) -> WordCandidates:
+    """TinyBERT's replacement candidates from a trained masked LM (:mod:`kdlib.mlm`): its best words for a
+    one-piece word, the nearest neighbours in its input-embedding table for the others."""
+    from .mlm import TopKWords
+
+    return WordCandidates(tokenizer, model.get_input_embeddings().weight, TopKWords(model, tokenizer, max_length))
+
+
 #: the words TinyBERT's augmenter never replaces, as its code lists them (NLTK's English stop words)
 STOP_WORDS = frozenset("""
 i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his

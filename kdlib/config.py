@@ -175,6 +175,14 @@ class TangAugment(_Tagged):
 
         return TangAugmenter(self.p_mask, self.p_pos, self.p_ng, self.n_iter, seed=seed)
 
+    def runs(self) -> dict:
+        """The trained runs the augmenter reads, by name (none: it reads the data and a POS tagger)."""
+        return {}
+
+    def arguments(self, loaded: dict) -> dict:
+        """The augmenter's arguments besides the data, from :meth:`runs` loaded as ``(model, tokenizer)``."""
+        return {}
+
 
 @dataclass(frozen=True)
 class TinyBertAugment(_Tagged):
@@ -200,6 +208,17 @@ class TinyBertAugment(_Tagged):
         from .augment import TinyBertAugmenter
 
         return TinyBertAugmenter(self.p_t, self.k, self.n_aug, seed=seed, content_words_only=self.content_words_only)
+
+    def runs(self) -> dict:
+        """The trained runs the augmenter reads, by name: the masked LM (its weights key the cached transfer set)."""
+        return {"mlm": self.mlm}
+
+    def arguments(self, loaded: dict) -> dict:
+        """The augmenter's word candidates, from the masked LM of :meth:`runs` loaded as ``(model, tokenizer)``."""
+        from .augment import word_candidates
+
+        model, tok = loaded["mlm"]
+        return {"candidates": word_candidates(model, tok, self.mlm.max_length)}
 
 
 AUGMENT_KINDS = {c.kind: c for c in (TangAugment, TinyBertAugment)}

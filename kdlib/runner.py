@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 from . import flops
-from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained, TinyBertAugment, \
-    seed_for
+from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained, seed_for
 from .data import TaskData, encode, get_task, load_task, synthetic_task
 from .errors import KDLibError
 from .methods import make_objective
@@ -66,8 +65,8 @@ def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskDa
     """The augmentations of ``data`` (new examples only) that ``exp.augment`` names, cached on disk."""
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
                "subset_seed": exp.subset_seed, "augment": exp.augment.hash_dict()}
-    if isinstance(exp.augment, TinyBertAugment):  # keyed by the masked LM's weights, not only its config
-        key_src["mlm_weights"] = fingerprint(trained_weights(exp.augment.mlm))
+    for name, run in exp.augment.runs().items():  # keyed by the weights the augmenter reads, not only their config
+        key_src[f"{name}_weights"] = fingerprint(trained_weights(run))
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "augmented" / f"{key}.json"
     with locked(path, "the augmented transfer set"):
@@ -77,10 +76,7 @@ def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskDa
 
         def compute() -> dict:  # the transfer set goes to the cache; its cost and size to a stored record
             augmenter = exp.augment.make(seed=exp.subset_seed)
-            if isinstance(exp.augment, TinyBertAugment):
-                made["data"] = augmenter.augment(data, word_candidates(exp.augment.mlm), progress=progress)
-            else:
-                made["data"] = augmenter.augment(data, progress=progress)
+            made["data"] = augmenter.augment(data, progress=progress, **augmenter_arguments(exp.augment))
             return {"n_source": len(data), "n_new": len(made["data"])}
 
         measurement("augmentation", exp.profile, exp.chapter, key_src, compute, force=True)
@@ -89,16 +85,14 @@ def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskDa
     return extra
 
 
-def word_candidates(mlm: Experiment):
-    """TinyBERT's replacement candidates from the masked LM run ``mlm`` (made first if need be): its best words
-    for a one-piece word, the nearest neighbours in its input-embedding table for the others."""
-    from .augment import WordCandidates
-    from .mlm import TopKWords
-
-    with torch.random.fork_rng(devices=[]):
-        model = load_run_weights(mlm)
-    tok = load_tokenizer(mlm.model.checkpoint)
-    return WordCandidates(tok, model.get_input_embeddings().weight, TopKWords(model, tok, mlm.max_length))
+def augmenter_arguments(augment) -> dict:
+    """What the augmenter of config ``augment`` reads besides the data: the trained runs the config names
+    (made first if need be), loaded as ``(model, tokenizer)`` and turned into arguments by the config."""
+    loaded = {}
+    for name, run in augment.runs().items():
+        with torch.random.fork_rng(devices=[]):
+            loaded[name] = (load_run_weights(run), load_tokenizer(run.model.checkpoint))
+    return augment.arguments(loaded)
 
 
 def concat(a: TaskData, b: TaskData) -> TaskData:

@@ -30,8 +30,9 @@ def test_unknown_chapter(capsys):
 
 def test_parameter_of_the_wrong_type(tmp_path, capsys):
     nb = tmp_path / "p.ipynb"
-    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None,
-                                         "outputs": [], "source": "profile = 'cpu'\nseeds = 3\n"}],
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "id": "parameters", "metadata": {"tags": ["parameters"]},
+                                         "execution_count": None, "outputs": [],
+                                         "source": "profile = 'cpu'\nseeds = 3\n"}],
                               "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                           "language": "python"}},
                               "nbformat": 4, "nbformat_minor": 5}))

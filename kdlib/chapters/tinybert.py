@@ -291,14 +291,14 @@ def augmentation_examples(profile: Profile, task: str, indices=(0, 1, 2)) -> dic
     """TinyBERT's augmenter at work on some training sentences of ``task`` (each word's candidates and the
     samples), drawn as the transfer set is, as a stored measurement."""
     from . import stored_measurement
-    from ..runner import split_data, word_candidates
+    from ..runner import augmenter_arguments, split_data
 
     aug = augmentation(profile)
     exp = tinybert(profile, task, 0)
 
     def compute() -> dict:
         data = split_data(exp.replace(augment=None), "train")
-        cands = word_candidates(aug.mlm)
+        cands = augmenter_arguments(aug)["candidates"]
         maker = aug.make(seed=exp.subset_seed)
         maker = type(maker)(**{**maker.__dict__, "n_aug": 3})  # three samples each, to show more than one
         return {"examples": [maker.examples(data.text_a[i].split(), cands, i) for i in indices]}
