@@ -57,3 +57,17 @@ def test_the_chapter_plan_and_its_chains_on_smoke(store):
     chain = annealing.plan(get_profile("smoke"))["stsb · Annealing KD"][0]  # regression: stage II is MSE on scores
     rec = run(chain)
     assert rec["config"]["model"]["run"]["hash"] == chain.model.run.hash and "pearson" in rec["best"]
+
+
+def test_the_gpu_setting_keeps_the_papers_depth_ratios_under_bert_base(monkeypatch):
+    """BERT-small (4 of BERT-large's 24 layers) under BERT-base's assistant (half the teacher): 2 and 6 of 12."""
+    from kdlib.chapters import annealing
+    from kdlib.profiles import get_profile
+
+    monkeypatch.setenv("KDLIB_GPU_TEACHER", "bert-base-uncased")
+    s = annealing.setting(get_profile("gpu"))
+    assert (len(s.student_layers), len(s.assistant_layers)) == (2, 6)
+    monkeypatch.setenv("KDLIB_GPU_TEACHER", "minilm-l6")  # a 6-layer teacher: the cpu setting's depths
+    s = annealing.setting(get_profile("gpu"))
+    assert (len(s.student_layers), len(s.assistant_layers)) == (2, 4)
+    assert annealing.assistant(get_profile("gpu"), "sst2").model.layers == (0, 1, 2, 3)
