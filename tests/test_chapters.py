@@ -127,9 +127,6 @@ def _code_cells(chapter):
 def test_figure_cells_show_their_figure(chapter):
     """A cell that draws a figure holds an image in the committed notebook (a chapter executed with a
     non-interactive backend such as Agg shows the reader nothing where the text says "see the plot")."""
-    if not chapter.current:
-        pytest.skip(f"{chapter.notebook} still shows kdlib 0.1's records (Chapter.current is False); its figures "
-                    "come back when the re-make of issue 10 re-executes it with the inline backend")
     blank = [i for i, c in _code_cells(chapter) if DRAWS.search("".join(c["source"]))
              and not any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {}))]
     assert not blank, f"{chapter.notebook}: cells {blank} draw a figure, but the committed notebook holds no image"

@@ -34,8 +34,6 @@ def test_changed_stored_metric_makes_nbval_fail(tmp_path):
     profile = _committed_profile(CH1)
     if profile is None:
         pytest.skip("chapter 1 is not committed with executed outputs")
-    if not CHAPTERS["hinton"].current:
-        pytest.skip("chapter 1 shows records of an older kdlib and is being re-made (nbval skips it)")
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results", results)
     nb = tmp_path / CH1.name

@@ -248,9 +248,6 @@ class Chapter:
     notebook: str  # path from the book root
     title: str
     module: str | None = None
-    #: False while the committed notebook shows records of an older kdlib that its plan no longer names
-    #: (kdlib 0.1's unseeded heads): nbval does not re-execute it until its records are re-made
-    current: bool = True
 
     def _attr(self, name: str):
         if self.module is None:
@@ -272,11 +269,11 @@ CHAPTERS = {
     "intro": Chapter("intro", "chapters/00_introduction.md", "Introduction"),
     "hinton": Chapter("hinton", "chapters/01_hinton_kd.ipynb", "Hinton KD", "hinton"),
     "bilstm": Chapter("bilstm", "chapters/02_bert_to_bilstm.ipynb", "BERT to BiLSTM", "bilstm"),
-    "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd", current=False),
+    "pkd": Chapter("pkd", "chapters/03_patient_kd.ipynb", "Patient KD", "pkd"),
     "tinybert": Chapter("tinybert", "chapters/04_tinybert.ipynb", "TinyBERT", "tinybert"),
     "annealing": Chapter("annealing", "chapters/05_annealing_kd.ipynb", "Annealing KD", "annealing"),
     "mate": Chapter("mate", "chapters/06_mate_kd.ipynb", "MATE-KD", "mate"),
-    "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp", current=False),
+    "alp": Chapter("alp", "chapters/07_alp_kd.ipynb", "ALP-KD", "alp"),
     "compare": Chapter("compare", "chapters/08_every_method.ipynb", "Every method in one setting", "compare"),
     "cost": Chapter("cost", "chapters/appendix_cost.ipynb", "What it costs", "cost"),
     "paper-numbers": Chapter("paper-numbers", "chapters/appendix_paper_numbers.ipynb", "The papers' numbers"),
