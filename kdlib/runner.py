@@ -257,14 +257,21 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
     with lock:
         rec = None if force else stored()  # made by another process while this one waited
         if rec is None:
-            if _need_weights and stored_path(exp) is not None:
-                print(f"[kdlib] weights of {exp.label or exp.method} {exp.hash} not cached: training it again "
-                      "(its stored record will be replaced)", flush=True)
+            # only the weights are missing (a fresh machine): the run is made again for them, and its stored
+            # record stays as it is if the new run reproduces it
+            kept = (stored_path(exp) if _need_weights and not (force or recompute_requested() or exp.stack)
+                    else None)
+            kept_text = kept.read_text() if kept is not None else None
+            if kept is not None:
+                print(f"[kdlib] weights of {exp.label or exp.method} {exp.hash} not cached: training it again",
+                      flush=True)
             if exp.stack:
                 recs = _make_stack(stack_of(exp), keep_model, progress)
                 rec = recs[exp.stack.index(exp.seed)]
             else:
                 rec = _make(exp, keep_model, progress)
+            if kept is not None:
+                rec = _keep_if_reproduced(exp, kept, kept_text, rec)
             if recompute_requested():
                 _recomputed.update(e.hash for e in (stack_of(exp) if exp.stack else [exp]))
     return rec
@@ -418,6 +425,35 @@ def store_record(exp: Experiment, record: dict, model, best_state, tok, state_di
             _clean_state(state_dir)
     PartialState().wait_for_everyone()  # the others read the weights and the record only once written
     return json.loads(text)
+
+
+#: the fields that are a run's outcome: a re-make that gives the same ones reproduces the run
+OUTCOME = ("history", "best", "dev_logits")
+
+
+def _keep_if_reproduced(exp: Experiment, path: Path, text: str, new: dict) -> dict:
+    """After ``exp`` was trained again only for its weights: the record stored at ``path`` (``text``) if the
+    new run reproduced its outcome, so that a page showing it (its wall time, its commit) does not change
+    with the machine that last needed the weights; else the new record, with a warning naming what differs."""
+    from accelerate import PartialState
+
+    old = json.loads(text)
+    differ = [k for k in OUTCOME if old.get(k) != new.get(k)]
+    what = f"{exp.label or exp.method} {exp.hash}"
+    if differ:
+        print(f"[kdlib] warning: the re-made {what} differs from its stored record in {', '.join(differ)}: "
+              f"the stored record is replaced (git diff shows how)", flush=True)
+        if PartialState().is_main_process and record_path(exp) != path:
+            path.unlink(missing_ok=True)
+        return new
+    if PartialState().is_main_process:
+        atomic_write_text(path, text)
+        if record_path(exp) != path:
+            record_path(exp).unlink(missing_ok=True)
+    PartialState().wait_for_everyone()
+    print(f"[kdlib] the re-made {what} reproduces its stored record ({', '.join(OUTCOME)} identical): "
+          "the record is kept as stored", flush=True)
+    return load_record(path, RECORD_FIELDS)
 
 
 def _teacher_config(teacher):

@@ -166,6 +166,34 @@ def test_stored_teacher_record_loads_without_its_weights(store, monkeypatch):
     assert run(teacher) == first
 
 
+def test_weights_made_again_keep_the_stored_record_they_reproduce(store, capsys):
+    """A fresh machine has the records but no weights: a run that needs a teacher's weights trains the teacher
+    again, and when the re-made teacher reproduces its stored record (history, best, dev outputs) the record
+    stays byte for byte as stored, so a page that shows its wall time or commit does not change."""
+    import shutil
+
+    teacher = tiny(chapter="teachers", keep_model=True)
+    run(teacher)
+    path = record_path(teacher)
+    stored = json.loads(path.read_text())
+    stored["wall_time_s"], stored["created"] = 12345.0, "2000-01-01T00:00:00+00:00"  # as another machine wrote it
+    atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
+    before = path.read_text()
+    shutil.rmtree(store / "cache" / "models")
+    ex.trained_weights(teacher)
+    assert path.read_text() == before
+    assert (store / "cache" / "models").is_dir()
+    assert "reproduces its stored record" in capsys.readouterr().out
+
+    # a stored record that the re-made run does not reproduce is replaced, with a warning naming what differs
+    stored["best"]["accuracy"] = -1.0
+    atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
+    shutil.rmtree(store / "cache" / "models")
+    ex.trained_weights(teacher)
+    assert json.loads(path.read_text())["best"]["accuracy"] >= 0
+    assert "differs from its stored record in best" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("emb,trainable,dim", [("static", False, 384), ("tuned", True, 384), ("random", True, 300)])
 def test_bilstm_embedding_choices(emb, trainable, dim):
     from kdlib.models import load_tokenizer
