@@ -74,14 +74,17 @@ def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskDa
             return TaskData(**json.loads(path.read_text()))
         made = {}
 
-        def compute() -> dict:  # the transfer set goes to the cache; its cost and size to a stored record
+        def compute() -> dict:  # the transfer set goes to the cache; its cost, size and digest to a stored record
             augmenter = exp.augment.make(seed=exp.subset_seed)
             made["data"] = augmenter.augment(data, progress=progress, **augmenter_arguments(exp.augment))
-            return {"n_source": len(data), "n_new": len(made["data"])}
+            made["text"] = json.dumps(dataclasses.asdict(made["data"]))
+            return {"n_source": len(data), "n_new": len(made["data"]),
+                    "sha256": hashlib.sha256(made["text"].encode()).hexdigest()}
 
-        measurement("augmentation", exp.profile, exp.chapter, key_src, compute, force=True)
+        # made again on a machine without the cache: the stored record stays if the transfer set is the same
+        measurement("augmentation", exp.profile, exp.chapter, key_src, compute, force=True, same=("sha256",))
         extra = made["data"]
-        atomic_write_text(path, json.dumps(dataclasses.asdict(extra)))
+        atomic_write_text(path, made["text"])
     return extra
 
 

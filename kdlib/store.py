@@ -218,13 +218,15 @@ def iter_records(profile: str | None = None, chapter: str | None = None):
 
 
 def measurement(kind: str, profile: str, chapter: str, config: dict, compute, force: bool = False,
-                stored_only: bool = False) -> dict | None:
+                stored_only: bool = False, same: tuple = ()) -> dict | None:
     """A stored record of a measurement that is not a training run (a size/speed table, loss terms at
     initialisation): ``results/<profile>/<chapter>/measurements/<kind>-<hash of config>.json``.
 
     Loaded when stored (unless ``force`` or ``KDLIB_RECOMPUTE``); else ``compute()`` returns the record's
     fields, and the record is written with the same provenance as a training record. ``stored_only``
-    returns the stored record or ``None``, never computing."""
+    returns the stored record or ``None``, never computing. ``same`` names fields that say what was made
+    (a digest of it): when computed again, a stored record whose ``same`` fields all equal the new ones is
+    kept as stored (its wall time, machine and commit), as a training run re-made for its weights is."""
     config = {"kind": kind, "profile": profile, **config}
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:16]
     path = results_dir() / profile / chapter / "measurements" / f"{kind}-{key}.json"
@@ -235,6 +237,10 @@ def measurement(kind: str, profile: str, chapter: str, config: dict, compute, fo
     check_writable(path.parent, "results")
     start = time.perf_counter()
     fields = compute()
+    if same and path.is_file():
+        old = load_record(path)
+        if all(k in old and old[k] == fields.get(k) for k in same):
+            return old
     record = {"schema": 1, "kind": kind, "hash": key, "config": config, **fields,
               "wall_time_s": round(time.perf_counter() - start, 1), **provenance()}
     text = json.dumps(record, indent=1) + "\n"

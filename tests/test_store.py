@@ -155,6 +155,28 @@ def test_bilstm_student_on_an_augmented_transfer_set(store):
         exp.replace(augment=TangAugment(0.6, 0.6, 0.25, 3))
 
 
+def test_a_transfer_set_made_again_keeps_its_stored_record_if_it_is_the_same(store):
+    """A fresh machine makes the augmented transfer set again (the cache is not committed): its stored
+    measurement (wall time, machine, commit) stays byte for byte when the new set has the same digest, and is
+    replaced when it differs."""
+    import shutil
+
+    exp = tiny(augment=TangAugment(0.1, 0.1, 0.25, 3))
+    data = ex.split_data(exp, "train")
+    first = ex.augmented(exp, data)
+    [path] = (store / "results").rglob("augmentation-*.json")
+    text = path.read_text()
+    rec = json.loads(text)
+    assert rec["n_new"] == len(first) > 0 and len(rec["sha256"]) == 64
+    shutil.rmtree(store / "cache" / "augmented")
+    again = ex.augmented(exp, data)
+    assert again == first and path.read_text() == text
+    atomic_write_text(path, json.dumps({**rec, "sha256": "0" * 64, "wall_time_s": -1.0}))
+    shutil.rmtree(store / "cache" / "augmented")
+    ex.augmented(exp, data)
+    assert json.loads(path.read_text())["sha256"] == rec["sha256"] and json.loads(path.read_text())["wall_time_s"] >= 0
+
+
 def test_stored_teacher_record_loads_without_its_weights(store, monkeypatch):
     """A fresh clone has the records but no cached weights: showing a teacher's record must not retrain it."""
     import shutil
