@@ -423,7 +423,9 @@ def plot_loss_terms(stages: dict, ax=None, title: str = ""):
                     label=term if term not in ax.get_legend_handles_labels()[1] else None)
         last = max((p["step"] for p in points), default=0)
         ax.axvline(offset + last, color="grey", lw=0.8, ls="--")
-        ax.text(offset + last / 2, 1.02, name, transform=ax.get_xaxis_transform(), ha="center", fontsize=7)
+        # a long stage name goes on two lines, so that the names of short neighbouring stages do not overlap
+        ax.text(offset + last / 2, 1.02, name.replace(": ", ":\n"), transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=7)
         offset += last
     ax.set_yscale("log")
     ax.set_xlabel("optimiser step (stages one after another)")
@@ -431,7 +433,7 @@ def plot_loss_terms(stages: dict, ax=None, title: str = ""):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(colours))
     if title:
-        ax.set_title(title, fontsize=10, pad=14)
+        ax.set_title(title, fontsize=10, pad=24)
     return ax
 
 
