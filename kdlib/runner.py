@@ -432,16 +432,33 @@ def store_record(exp: Experiment, record: dict, model, best_state, tok, state_di
 
 #: the fields that are a run's outcome: a re-make that gives the same ones reproduces the run
 OUTCOME = ("history", "best", "dev_logits")
+#: how far a re-made run's outcome may stand from its stored record's and still reproduce it. The same code, seed
+#: and thread count give the same bits on one kind of CPU; a CPU with other vector kernels (AVX2 against
+#: AVX-512) rounds differently, which moves a stored 4-decimal logit or metric by a unit or two. A different best
+#: step, or a metric off by one dev example, is far outside it.
+REPRODUCED_ATOL = 5e-4
+
+
+def _close(a, b, atol: float = REPRODUCED_ATOL) -> bool:
+    """Whether two record values (nested dicts and lists of numbers) are the same up to ``atol`` in each number."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], atol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, atol) for x, y in zip(a, b))
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return abs(a - b) <= atol if numbers else (type(a) is type(b) and a == b)
 
 
 def _keep_if_reproduced(exp: Experiment, path: Path, text: str, new: dict) -> dict:
     """After ``exp`` was trained again only for its weights: the record stored at ``path`` (``text``) if the
-    new run reproduced its outcome, so that a page showing it (its wall time, its commit) does not change
-    with the machine that last needed the weights; else the new record, with a warning naming what differs."""
+    new run reproduced its outcome (to within :data:`REPRODUCED_ATOL`), so that a page showing it (its wall
+    time, its commit) does not change with the machine that last needed the weights; else the new record, with a
+    warning naming what differs."""
     from accelerate import PartialState
 
     old = json.loads(text)
-    differ = [k for k in OUTCOME if old.get(k) != new.get(k)]
+    differ = [k for k in OUTCOME if not _close(old.get(k), new.get(k))]
+    exact = all(old.get(k) == new.get(k) for k in OUTCOME)
     what = f"{exp.label or exp.method} {exp.hash}"
     if differ:
         print(f"[kdlib] warning: the re-made {what} differs from its stored record in {', '.join(differ)}: "
@@ -454,7 +471,8 @@ def _keep_if_reproduced(exp: Experiment, path: Path, text: str, new: dict) -> di
         if record_path(exp) != path:
             record_path(exp).unlink(missing_ok=True)
     PartialState().wait_for_everyone()
-    print(f"[kdlib] the re-made {what} reproduces its stored record ({', '.join(OUTCOME)} identical): "
+    how = "identical" if exact else f"equal to within {REPRODUCED_ATOL:g}, as another CPU's rounding leaves them"
+    print(f"[kdlib] the re-made {what} reproduces its stored record ({', '.join(OUTCOME)} {how}): "
           "the record is kept as stored", flush=True)
     return load_record(path, RECORD_FIELDS)
 

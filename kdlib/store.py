@@ -152,7 +152,9 @@ def git_commit() -> str:
 
 def hardware() -> dict:
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"}
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu",
+            # the vector kernels torch runs on this CPU (AVX2, AVX512): two kinds round differently
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
         info["device"] = "cuda"
         info["gpu"] = torch.cuda.get_device_name(0)

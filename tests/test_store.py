@@ -207,6 +207,17 @@ def test_weights_made_again_keep_the_stored_record_they_reproduce(store, capsys)
     assert (store / "cache" / "models").is_dir()
     assert "reproduces its stored record" in capsys.readouterr().out
 
+    # another CPU's rounding (a unit in the 4th decimal of a logit and a metric) still reproduces it
+    stored = json.loads(before)
+    stored["dev_logits"][0][0] += 1e-4
+    stored["best"]["accuracy"] += 1e-4
+    atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
+    nudged = path.read_text()
+    shutil.rmtree(store / "cache" / "models")
+    ex.trained_weights(teacher)
+    assert path.read_text() == nudged
+    assert "equal to within 0.0005" in capsys.readouterr().out
+
     # a stored record that the re-made run does not reproduce is replaced, with a warning naming what differs
     stored["best"]["accuracy"] = -1.0
     atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
@@ -291,3 +302,23 @@ def test_pkd_on_a_regression_task_end_to_end(store):
     assert set(rec["best"]) >= {"pearson", "spearman"} and all(len(row) == 1 for row in rec["dev_logits"])
     assert rec["teacher_floats_per_example"] == 1 + 32  # one scalar output + one mapped layer
     assert rec["teacher"]["agreement"] is None  # agreement is for classes, not scores
+
+
+def test_reproduced_means_equal_to_within_a_rounding_unit():
+    from kdlib.runner import _close
+
+    assert _close({"a": [1.0, 2.0], "step": 5}, {"a": [1.0004, 2.0], "step": 5})
+    assert not _close({"a": [1.0, 2.0]}, {"a": [1.001, 2.0]})  # beyond 5e-4
+    assert not _close({"step": 5}, {"step": 6})
+    assert not _close({"a": [1.0]}, {"a": [1.0, 2.0]})  # a different length
+    assert not _close({"a": 1.0}, {"b": 1.0})  # different keys
+    assert not _close("x", "y") and _close(None, None)
+    assert not _close(True, 1.0)  # a flag is not a number
+
+
+def test_records_name_the_cpu_kernels_they_ran_on():
+    import torch
+
+    from kdlib.store import hardware
+
+    assert hardware()["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
