@@ -205,6 +205,8 @@ def cmd_experiment(args) -> int:
               "them first; the others wait and reuse them)")
     if args.dry_run:
         return _dry_run(args, plan)
+    if args.batch is not None:
+        raise KDLibError(f"--batch {args.batch} is for a --dry-run only; a real run takes the plan's batch sizes")
     results = run_plan(plan, force=args.force, progress=True if args.progress else None)
     for task in dict.fromkeys(exps[0].task for exps in plan.values()):  # one table per task (metrics differ)
         rows = [r for r, exps in plan.items() if exps[0].task == task]
@@ -296,10 +298,11 @@ def _dry_run(args, plan: dict) -> int:
 
     if args.force or args.shard:
         raise KDLibError("--dry-run stores no result; it takes neither --force nor --shard")
-    rows = dry_run(plan, steps=args.steps, store=default_store(), progress=bool(args.progress))
+    rows = dry_run(plan, steps=args.steps, store=default_store(), progress=bool(args.progress), batch=args.batch)
     standin = rows[0]["standin"]
     print(f"[kdbook] dry run of {args.chapter}'s {args.profile} plan: {len(rows)} distinct runs of "
-          f"{sum(len(v) for v in plan.values())}, {args.steps} step(s) each, synthetic data, bf16 autocast on CPU"
+          f"{sum(len(v) for v in plan.values())}, {args.steps} step(s) each"
+          + (f" of at most {args.batch} examples" if args.batch else "") + ", synthetic data, bf16 autocast on CPU"
           + (f"; stand-in weights of the shape of {', '.join(standin)}" if standin else ""))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(pd.DataFrame(rows).drop(columns="standin").to_string(index=False))
@@ -395,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "run for a few steps on synthetic data, bf16 autocast, a stand-in of the teacher's shape where its "
                    "weights cannot be fetched; no result is stored")
     e.add_argument("--steps", type=int, default=2, help="optimiser steps per run of a --dry-run (default 2)")
+    e.add_argument("--batch", type=int, metavar="N", help="at most N examples per step of a --dry-run (default: each "
+                   "run's own batch size; a smaller one takes the same code paths, faster where bf16 is slow on CPU)")
     e.set_defaults(func=cmd_experiment)
 
     t = sub.add_parser("estimate", help="estimate the gpu profile's H100 hours from a counted dry run (stored)")

@@ -80,32 +80,37 @@ def standin(checkpoint: str, folder: Path) -> str:
     return str(target)
 
 
-def shrink(exp: Experiment, steps: int, swap: dict) -> Experiment:
+def shrink(exp: Experiment, steps: int, swap: dict, batch: int | None = None) -> Experiment:
     """``exp`` as the dry run trains it: synthetic data for ``steps`` batches, one epoch, one augmented sample per
     example, checkpoints in ``swap`` replaced, and the same done to every run it depends on (teacher, start,
-    generator, masked LM)."""
+    generator, masked LM). ``batch``: at most this many examples per batch (``None``: the run's own batch size);
+    the sequence length and every other setting stay the plan's."""
+
+    def again(e):
+        return shrink(e, steps, swap, batch)
 
     def model(m):
         if isinstance(m, FromRun):
-            return FromRun(shrink(m.run, steps, swap))
+            return FromRun(again(m.run))
         if getattr(m, "checkpoint", None) in swap:
             return dataclasses.replace(m, checkpoint=swap[m.checkpoint])
         return m
 
     def value(v):
-        return shrink(v, steps, swap) if isinstance(v, Experiment) else v
+        return again(v) if isinstance(v, Experiment) else v
 
     teacher = exp.teacher
     if isinstance(teacher, Experiment):
-        teacher = shrink(teacher, steps, swap)
+        teacher = again(teacher)
     elif isinstance(teacher, Pretrained) and teacher.checkpoint in swap:
         teacher = Pretrained(swap[teacher.checkpoint])
     augment = exp.augment
     if augment is not None:  # one sample per example: the same path, without multiplying the steps
         augment = dataclasses.replace(augment, **{f: 1 for f in ("n_aug", "n_iter") if hasattr(augment, f)})
     if augment is not None and isinstance(getattr(augment, "mlm", None), Experiment):
-        augment = dataclasses.replace(augment, mlm=shrink(augment.mlm, steps, swap))
-    return exp.replace(data="synthetic", train_size=steps * exp.batch_size, dev_size=DEV_EXAMPLES, epochs=1,
+        augment = dataclasses.replace(augment, mlm=again(augment.mlm))
+    size = exp.batch_size if batch is None else min(batch, exp.batch_size)
+    return exp.replace(data="synthetic", batch_size=size, train_size=steps * size, dev_size=DEV_EXAMPLES, epochs=1,
                        model=model(exp.model), teacher=teacher, augment=augment,
                        hparams={k: value(v) for k, v in exp.hp.items()})
 
@@ -176,11 +181,12 @@ def default_store() -> Path:
 
 
 def dry_run(plan: dict, steps: int = 2, store: str | Path | None = None, progress: bool = False,
-            count: bool = False) -> list:
+            count: bool = False, batch: int | None = None) -> list:
     """Run one experiment per code path of a gpu ``plan`` as :func:`shrink` makes it, under bf16 autocast, in a
     store of its own (``store``; ``None``: a temporary folder, removed afterwards; see :func:`default_store`),
-    never the results. Returns one dict per run: the row, method, task, batch, length, steps and seconds; a
-    failure raises with the row named.
+    never the results. Returns one dict per run: the row, method, task, batch (as run), length, steps and seconds;
+    a failure raises with the row named. ``batch``: at most this many examples per step (``None``: each run's own
+    batch size); the same code paths, faster on a CPU whose bf16 kernels are slow (no AVX-512).
 
     ``count``: one run per :func:`shape_of` instead, with :mod:`kdlib.flops` counting; each dict then also holds
     ``work``, ``(shape, record)`` for the run and each run it depends on (the record as the dry run made it)."""
@@ -190,6 +196,11 @@ def dry_run(plan: dict, steps: int = 2, store: str | Path | None = None, progres
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise KDLibError(f"steps must be an integer >= 1, got {steps!r}")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise KDLibError(f"batch must be an integer >= 1 or None (each run's own), got {batch!r}")
+    if count and batch is not None:
+        raise KDLibError("a counted dry run takes each run's own batch size (the estimate counts it); got batch="
+                         f"{batch!r}")
     runs = distinct_runs(plan, shape_of if count else path_of)
     if not runs:
         raise KDLibError("the plan has no runs to check")
@@ -208,13 +219,13 @@ def dry_run(plan: dict, steps: int = 2, store: str | Path | None = None, progres
                           KDLIB_CACHE_DIR=str(root / "cache"), KDLIB_MIXED_PRECISION="bf16", KDLIB_RECOMPUTE="0",
                           KDLIB_COUNT_FLOPS="1" if count else "0"):
             for row, exp in runs:
-                small = shrink(exp, steps, swap)
+                small = shrink(exp, steps, swap, batch)
                 t0 = time.perf_counter()
                 try:
                     rec = run(small, progress=progress)
                 except Exception as err:
                     raise KDLibError(f"dry run of row {row!r} ({exp.method}) failed: {type(err).__name__}: {err}") from err
-                out.append({"row": row, "method": exp.method, "task": exp.task, "batch": exp.batch_size,
+                out.append({"row": row, "method": exp.method, "task": exp.task, "batch": small.batch_size,
                             "max_length": exp.max_length, "standin": sorted(swap),
                             "steps": rec["history"][-1]["step"] if rec["history"] else steps,
                             "seconds": round(time.perf_counter() - t0, 2)})

@@ -11,6 +11,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("KDLIB_PROGRESS", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker (and per kernel it starts), so that
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # N workers share N cores, not fight
 
 ROOT = Path(__file__).resolve().parent.parent
 _connect = socket.socket.connect
@@ -24,6 +26,14 @@ def _guarded_connect(self, address):
 
 
 socket.socket.connect = _guarded_connect
+
+
+def shared_tmp(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session that every ``pytest -n`` worker sees (the same one for all of them)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -76,8 +86,14 @@ def built_book(tmp_path_factory):
     exe = str(beside) if beside.is_file() else shutil.which("jupyter-book")
     if exe is None:
         pytest.skip("jupyter-book not installed")
-    out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([exe, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "_build" / "html"
+    from kdlib.store import locked
+
+    out = shared_tmp(tmp_path_factory, "book")  # under pytest -n, one worker builds it and the others wait
+    html = out / "_build" / "html"
+    with locked(out / "build", "building the book"):
+        if not (out / "built").is_file():
+            proc = subprocess.run([exe, "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                                  capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            (out / "built").touch()
+    return html

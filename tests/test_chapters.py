@@ -7,7 +7,7 @@ import pytest
 
 from kdlib.chapters import CHAPTERS, in_book
 
-from .conftest import ROOT
+from .conftest import ROOT, shared_tmp
 
 NOTEBOOKS = [c for c in in_book(ROOT) if c.notebook.endswith(".ipynb")]
 #: and the chapters still being written (registered, their notebook committed, not yet in _toc.yml)
@@ -29,13 +29,14 @@ def test_the_book_lists_registered_chapters_only(tmp_path):
 
 @pytest.fixture(scope="session")
 def _smoke_book(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoke-book")
+    return shared_tmp(tmp_path_factory, "smoke-book")
 
 
 @pytest.fixture
 def book_store(_smoke_book, monkeypatch):
     """One results and cache folder for every chapter's smoke run, as a reader's clone has one: a run that two
-    chapters plan (a teacher, a row one chapter reuses from another) is made once and found by the other."""
+    chapters plan (a teacher, a row one chapter reuses from another) is made once and found by the other, also
+    when two ``pytest -n`` workers run two chapters at once (the store's locks make one wait for the other)."""
     monkeypatch.setenv("KDLIB_RESULTS_DIR", str(_smoke_book / "results"))
     monkeypatch.setenv("KDLIB_CACHE_DIR", str(_smoke_book / "cache"))
     monkeypatch.delenv("KDLIB_RECOMPUTE", raising=False)
@@ -44,10 +45,13 @@ def book_store(_smoke_book, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", WRITTEN, ids=lambda c: c.key)
-def test_chapter_runs_under_smoke(chapter, book_store):
+def test_chapter_runs_under_smoke(chapter, book_store, tmp_path, monkeypatch):
     import papermill as pm
 
     store = book_store
+    if chapter.plan is None:  # a page without experiments gets a store of its own: it must make no record
+        store = tmp_path
+        monkeypatch.setenv("KDLIB_RESULTS_DIR", str(store / "results"))
     before = {p.name for p in (store / "results").rglob("*.json")}
     out = store / f"{chapter.key}.ipynb"
     pm.execute_notebook(str(ROOT / chapter.notebook), str(out), parameters={"profile": "smoke"},

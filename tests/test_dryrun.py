@@ -33,6 +33,10 @@ def test_one_run_per_code_path_with_the_plans_own_settings(gpu_bert):
     stage1 = small.model.run  # the run it starts from is shrunk too, its method's settings kept
     assert stage1.data == "synthetic" and stage1.hp == chain.model.run.hp and stage1.method == "annealing"
     assert stage1.model.checkpoint == "/tmp/standin" and stage1.teacher.model.checkpoint == "/tmp/standin"
+    capped = shrink(chain, 3, {}, batch=4)  # fewer examples per step, everywhere down the chain; the rest as planned
+    assert chain.batch_size > 4 and (capped.batch_size, capped.train_size, capped.max_length) == (4, 12, chain.max_length)
+    assert capped.model.run.batch_size == 4 and capped.model.run.teacher.batch_size == 4
+    assert shrink(chain, 3, {}, batch=10_000).batch_size == chain.batch_size  # a cap, never a larger batch
 
 
 def test_a_dry_run_trains_every_path_with_a_standin_and_keeps_nothing(gpu_bert, store, monkeypatch):
@@ -54,8 +58,8 @@ def test_a_dry_run_trains_every_path_with_a_standin_and_keeps_nothing(gpu_bert, 
         return seen[-1]
 
     monkeypatch.setattr(train_mod, "mixed_precision", probe)
-    rows = dryrun.dry_run(plan, steps=1)
-    assert [r["row"] for r in rows] == list(plan) and all(r["steps"] == 1 for r in rows)
+    rows = dryrun.dry_run(plan, steps=1, batch=2)
+    assert [r["row"] for r in rows] == list(plan) and all(r["steps"] == 1 and r["batch"] == 2 for r in rows)
     assert rows[0]["standin"] == ["bert-base-uncased"] and set(seen) == {"bf16"}
     assert not results_dir().exists() or not any(results_dir().rglob("*.json"))  # nothing kept
     assert "KDLIB_MIXED_PRECISION" not in os.environ  # the environment is restored
@@ -70,6 +74,12 @@ def test_bad_dry_run_input_is_one_line(gpu_bert, monkeypatch, capsys):
         dryrun.dry_run({"x": []}, steps=0)
     with pytest.raises(KDLibError, match="the plan has no runs to check"):
         dryrun.dry_run({}, steps=1)
+    with pytest.raises(KDLibError, match=r"batch must be an integer >= 1 or None \(each run's own\), got 0"):
+        dryrun.dry_run({"x": []}, steps=1, batch=0)
+    with pytest.raises(KDLibError, match="a counted dry run takes each run's own batch size"):
+        dryrun.dry_run({"x": []}, steps=1, batch=4, count=True)
+    assert main(["experiment", "hinton", "--profile", "gpu", "--batch", "4"]) == 2
+    assert "--batch 4 is for a --dry-run only" in capsys.readouterr().err
     assert main(["experiment", "hinton", "--profile", "gpu", "--dry-run", "--force"]) == 2
     assert "--dry-run stores no result; it takes neither --force nor --shard" in capsys.readouterr().err
     with pytest.raises(KDLibError, match="no stand-in shape for checkpoint 'roberta-large'; valid choices: bert-base"):
