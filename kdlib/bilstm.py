@@ -36,10 +36,13 @@ class BiLSTMClassifier(nn.Module):
         self.out = nn.Linear(fc, num_labels)
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Concatenated final forward and backward LSTM states, shape (batch, 2·hidden)."""
-        packed = pack_padded_sequence(self.embed(ids), lengths.clamp(min=1).cpu(), batch_first=True,
+        """Concatenated final forward and backward LSTM states, shape (batch, 2·hidden). The LSTM runs in fp32
+        under autocast too: oneDNN's bf16 LSTM fails on a CPU without AVX-512 whenever a batch's lengths are
+        all equal (found by CI's gpu dry run), and the BiLSTM is small."""
+        packed = pack_padded_sequence(self.embed(ids).float(), lengths.clamp(min=1).cpu(), batch_first=True,
                                       enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)
+        with torch.autocast(device_type=ids.device.type, enabled=False):
+            _, (h, _) = self.lstm(packed)
         return torch.cat([h[0], h[1]], dim=-1)
 
     @staticmethod

@@ -52,3 +52,19 @@ def test_embedding_table_initialisation():
     assert torch.equal(m.embed.weight.data, table)
     with pytest.raises(KDLibError, match=r"does not fit vocabulary 100 x dimension 32"):
         BiLSTMClassifier(100, 2, embed_dim=32, embeddings=table)
+
+
+def test_runs_under_bf16_autocast_with_equal_lengths_and_one_sentence():
+    """The gpu path on a CPU: the LSTM stays fp32 under autocast (oneDNN's bf16 LSTM fails without AVX-512 when
+    every length in a batch is the same, as in a batch of one; CI's dry run at batch 4 found it)."""
+    m = model().train()
+    for ids in (torch.randint(1, 100, (4, 5)), torch.randint(1, 100, (1, 6))):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(ids).logits
+        out.float().sum().backward()
+        assert out.shape == (len(ids), 2) and m.lstm.weight_ih_l0.grad is not None
+    with torch.no_grad():  # and the same numbers as without autocast, up to bf16's rounding of the last layers
+        plain = m.eval()(ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = m(ids).logits.float()
+    assert torch.allclose(plain, mixed, atol=0.05)
