@@ -97,3 +97,18 @@ def built_book(tmp_path_factory):
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             (out / "built").touch()
     return html
+
+
+#: the smoke runs' single-thread seconds on a 2-core AVX2 CPU (pytest --durations, 2026-12-07), longest first:
+#: under ``pytest -n`` the longest units of work start first, so that no worker is left with one at the end
+SMOKE_COST = ["pkd", "compare", "bilstm", "hinton", "annealing", "mate", "alp", "tinybert"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        if getattr(item, "originalname", None) != "test_chapter_runs_under_smoke":  # nbval's cells have none
+            return len(SMOKE_COST) + 1
+        key = item.callspec.id
+        return SMOKE_COST.index(key) if key in SMOKE_COST else len(SMOKE_COST)
+
+    items.sort(key=rank)  # stable: every other test keeps its place

@@ -41,7 +41,7 @@ class Setting:
 
 
 SETTINGS = {
-    "smoke": Setting(hidden=32, fc=32, batch_size=32, epochs=8, n_iter=2, ablation_n_iter=1, pair_epochs=8,
+    "smoke": Setting(hidden=32, fc=32, batch_size=32, epochs=4, n_iter=2, ablation_n_iter=1, pair_epochs=4,
                      pair_n_iter=2, ablation_seeds=1),
     # sized for 2 CPU cores: a static embedding table (AdaDelta on the 11.7M-entry table would triple a
     # step), 2 augmented samples per SST-2 example instead of 20, the ablations at 1 sample and one seed.
