@@ -289,10 +289,13 @@ def plot_curves(results: dict, rows: list, metric: str | None = None, ax=None, t
     return ax
 
 
-def against_teacher(results: dict, task: str, names, row, paper=None, metric: str | None = None) -> pd.DataFrame:
+def against_teacher(results: dict, task: str, names, row, paper=None, metric: str | None = None,
+                    floor: tuple | None = None) -> pd.DataFrame:
     """:func:`results_table` of the rows ``row(task, name)`` (one of them ``"teacher"``), with each row's distance
     to the teacher and, where ``paper(task, name)`` gives the paper's figure (a string as printed, or None), the
-    paper's figure and its distance to the paper's teacher."""
+    paper's figure and its distance to the paper's teacher. ``floor``: ``(name, metrics)`` of a model that ignores
+    its input (:func:`kdlib.chapters.constant_baseline`), added as a last row with its score, its distance to the
+    teacher and how often the teacher predicts its class."""
     teacher = results[row(task, "teacher")][0]
     rows = [row(task, n) for n in names]
     df = results_table(results, rows, metric, teacher=teacher)  # agreement with this teacher, every row
@@ -310,6 +313,18 @@ def against_teacher(results: dict, task: str, names, row, paper=None, metric: st
         df["paper"] = [theirs[n] or "" for n in names]
         df["paper − teacher"] = ["" if theirs[n] is None or ref is None or n == "teacher"
                                  else f"{float(theirs[n]) - float(ref):+.1f}" for n in names]
+    if floor is not None:
+        name, metrics = floor
+        extra = {c: "–" for c in df.columns}
+        extra.update({c: "" for c in ("paper", "paper − teacher") if c in df.columns})
+        extra[f"dev {metric}"] = f"{metrics[metric]:.1f}"
+        extra["− teacher"] = f"{metrics[metric] - top:+.1f}"
+        if "agrees with teacher %" in df.columns and "label" in metrics:
+            from .metrics import predictions_from_logits
+
+            same = predictions_from_logits(teacher["dev_logits"]) == metrics["label"]
+            extra["agrees with teacher %"] = f"{100 * np.mean(same):.1f}"
+        df.loc[name] = extra
     return df
 
 

@@ -212,3 +212,46 @@ def test_chapter_two_shows_its_data_from_stored_records(store, monkeypatch):
     assert bilstm.augmentation_examples(P, n_iter=3, count=2, min_words=6) == shown
     assert constant_baseline("bilstm", pair_teacher, label=1) == always
     assert constant_baseline("bilstm", pair_teacher, label=0) is None
+
+
+def test_the_majority_class_floor_is_a_stored_record(store, monkeypatch):
+    """With no label, the constant baseline predicts the training subset's most frequent class and names it."""
+    import numpy as np
+
+    from kdlib import runner
+    from kdlib.chapters import constant_baseline, teacher
+    from kdlib.chapters import floor as floor_row
+    from kdlib.errors import KDLibError
+    from kdlib.profiles import get_profile
+
+    t = teacher(get_profile("smoke"), "mrpc")
+    majority = int(np.bincount(runner.split_data(t, "train").labels).argmax())
+    floor = constant_baseline("annealing", t)
+    assert floor["label"] == majority
+    assert {k: v for k, v in floor.items() if k != "label"} == constant_baseline("annealing", t, label=majority)
+    with pytest.raises(KDLibError, match="label 2 is not a class of mrpc: choose one of 0, 1, or None"):
+        constant_baseline("annealing", t, label=2)
+    with pytest.raises(KDLibError, match="no score on stsb \\(a regression task\\)"):
+        constant_baseline("annealing", teacher(get_profile("smoke"), "stsb"))
+    assert floor_row(get_profile("smoke"), "mrpc") == (f"always class {majority} (train majority)", floor)
+    assert floor_row(get_profile("smoke"), "stsb") is None  # a regression task has no constant score
+    monkeypatch.setattr(runner, "split_data", lambda *a, **k: (_ for _ in ()).throw(OSError("no data")))
+    assert constant_baseline("annealing", t) == floor  # read back from its record, without data
+    assert floor_row(get_profile("smoke"), "mrpc")[1] == floor  # the teachers' copy, read back the same way
+    assert floor_row(get_profile("smoke"), "sst2") is None  # neither stored nor computable: the table goes without
+
+
+@pytest.mark.glue
+@pytest.mark.skipif(not __import__("os").environ.get("KDLIB_GLUE_DIR"), reason="KDLIB_GLUE_DIR not set")
+def test_the_majority_class_floors_of_the_real_dev_sets(store):
+    """Counted from the GLUE TSVs: MRPC dev has 279 paraphrases in 408 pairs, RTE's training set 1,249 of 2,490
+    entailments (the majority, by 8), RTE dev 146 entailments in 277, CoLA dev 721 acceptable in 1,043."""
+    from kdlib.chapters import constant_baseline, teacher
+    from kdlib.profiles import get_profile
+
+    cpu = get_profile("cpu")
+    floor = {t: constant_baseline("annealing", teacher(cpu, t)) for t in ("mrpc", "rte", "cola")}
+    assert floor["mrpc"] == {"f1": pytest.approx(100 * 2 * 279 / (279 + 408)),
+                             "accuracy": pytest.approx(100 * 279 / 408), "label": 1}
+    assert floor["rte"] == {"accuracy": pytest.approx(100 * 146 / 277), "label": 0}
+    assert floor["cola"] == {"mcc": 0.0, "accuracy": pytest.approx(100 * 721 / 1043), "label": 1}

@@ -217,23 +217,56 @@ def examples(chapter: str, exp: Experiment, indices, split: str = "dev") -> dict
     return None if rec is None else {int(i): t for i, t in rec["texts"].items()}
 
 
-def constant_baseline(chapter: str, exp: Experiment, label: int) -> dict | None:
+def constant_baseline(chapter: str, exp: Experiment, label: int | None = None) -> dict | None:
     """Dev metrics of always predicting class ``label`` (the floor a classifier has to beat), as a stored
-    measurement record; ``None`` without data and without a stored record."""
+    measurement record; ``label=None``: the class most frequent in ``exp``'s training data (the lowest on a tie),
+    which the metrics name as ``"label"``. ``None`` without data and without a stored record."""
     import numpy as np
 
     from ..data import get_task
     from ..metrics import task_metrics
     from ..runner import split_data
 
-    def compute() -> dict:
-        dev = split_data(exp.replace(augment=None), "dev")
-        probs = np.eye(get_task(exp.task).num_labels)[[label] * len(dev)]
-        return {"metrics": {k: float(v) for k, v in task_metrics(exp.task, probs, dev.labels).items()}}
+    spec = get_task(exp.task)
+    if spec.is_regression:
+        raise KDLibError(f"a constant prediction has no score on {exp.task} (a regression task): choose a "
+                         "classification task")
+    if label is not None and label not in range(spec.num_labels):
+        raise KDLibError(f"label {label!r} is not a class of {exp.task}: choose one of "
+                         f"{', '.join(map(str, range(spec.num_labels)))}, or None for the majority class")
 
-    rec = stored_measurement("constant_baseline", chapter, exp.profile, {**_data_config(exp), "label": label},
-                             compute)
+    def compute() -> dict:
+        data = exp.replace(augment=None)
+        chosen = label
+        if chosen is None:
+            chosen = int(np.bincount(split_data(data, "train").labels, minlength=spec.num_labels).argmax())
+        dev = split_data(data, "dev")
+        probs = np.eye(spec.num_labels)[[chosen] * len(dev)]
+        metrics = {k: float(v) for k, v in task_metrics(exp.task, probs, dev.labels).items()}
+        return {"metrics": metrics if label is not None else {**metrics, "label": chosen}}
+
+    config = {**_data_config(exp), "label": label if label is not None else "majority in train"}
+    if label is None:
+        config["subset_seed"] = exp.subset_seed  # the training subset decides the class
+    rec = stored_measurement("constant_baseline", chapter, exp.profile, config, compute)
     return None if rec is None else rec["metrics"]
+
+
+#: the sentence a table's caption adds under a :func:`floor` row
+FLOOR_CAPTION = (" The last row predicts the training set's most frequent class for every input: the floor a student "
+                 "has to beat.")
+
+
+def floor(profile: Profile, task: str) -> tuple | None:
+    """The row a results table ends with (:func:`kdlib.report.against_teacher`'s ``floor``): the majority class of
+    the profile's teacher data on ``task``, always (a record beside the teachers', shared by every chapter);
+    ``None`` for a regression task or where it is neither stored nor computable here."""
+    from ..data import get_task
+
+    if get_task(task).is_regression:
+        return None
+    always = constant_baseline(TEACHERS, teacher(profile, task))
+    return None if always is None else (f"always class {always['label']} (train majority)", always)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..config import FromRun
 from ..profiles import Profile
-from . import baselines, run_minutes, student, teacher
+from . import FLOOR_CAPTION, baselines, floor, run_minutes, student, teacher
 
 CHAPTER = "annealing"
 T, ALPHA = 2.0, 0.5  # vanilla KD and TAKD's two steps: the book's KD row
@@ -136,8 +136,9 @@ def table(results: dict, plan: dict, profile: Profile, task: str, metric: str | 
     from .. import papers, report
     from ..data import get_task
 
-    df = report.against_teacher(results, task, NAMES, row, paper_figure, metric)
-    df["min / run"] = [f"{chain_minutes(plan, task, n):.1f}" for n in NAMES]
+    last = floor(profile, task)
+    df = report.against_teacher(results, task, NAMES, row, paper_figure, metric, last)
+    df["min / run"] = [f"{chain_minutes(plan, task, n):.1f}" for n in NAMES] + ["–"] * (last is not None)
     labels = results[row(task, "labels only")]
     metric = metric or report.main_metric(labels)
     s = setting(profile)
@@ -146,7 +147,8 @@ def table(results: dict, plan: dict, profile: Profile, task: str, metric: str | 
             f"{checkpoint} teacher, trained four ways (the assistant: {len(s.assistant_layers)} layers, "
             f"τ_max = {tau_max(task)})")
     caption = report.caption(labels, what) + (
-        " Annealing KD's min / run counts both stages; TAKD's does not count its assistant, made once per task.")
+        " Annealing KD's min / run counts both stages; TAKD's does not count its assistant, made once per task."
+        + (FLOOR_CAPTION if last else ""))
     if task in PAPER_COLUMN:
         caption += (f" Paper: {papers.source(*PAPER)}, BERT-large teacher, BERT-base assistant, BERT-small "
                     "(4-layer) student.")

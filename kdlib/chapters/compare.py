@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from ..config import LayerCopy, Pretrained
 from ..profiles import Profile
-from . import alp, annealing, layerwise, mate, peak_memory_mb, pkd, run_minutes, student, teacher, teacher_passes, \
-    tinybert
+from . import alp, annealing, floor, layerwise, mate, peak_memory_mb, pkd, run_minutes, student, teacher, \
+    teacher_passes, tinybert
 
 CHAPTER = "compare"
 EPSILON = 0.1  # label smoothing, as chapter 1's row
@@ -145,14 +145,21 @@ def table(results: dict, profile: Profile):
         cells["average rank"] = f"{ranks[:, full.index(m)].mean():.2f}" if m in full else "–"
         out[m] = cells
     teachers = {get_task(t).folder: f"{report.scores(results[row(t, 'teacher')])[0]:.1f}" for t in tasks}
+    floors = {get_task(t).folder: f"{f[1][report.main_metric(results[row(t, 'KD')])]:.1f}"
+              for t, f in ((t, floor(profile, t)) for t in tasks) if f is not None}
     df = pd.DataFrame(out).T
     first = results[row(tasks[0], "labels only")]
     metrics = ", ".join(f"{get_task(t).folder} {report.main_metric(results[row(t, 'KD')])}" for t in tasks)
+
+    def listed(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items())
+
+    always = f" The training set's majority class, predicted for every input: {listed(floors)}." if floors else ""
     return report.Table(df, f"Every method on one {depth(profile)}-layer student: dev score per task ({metrics}), mean ± "
                         f"std over {len(first)} seed(s), with the method's rank on the task in brackets (1 = best), the "
                         f"average over tasks and the average rank (over the methods that run on every task). Teachers: "
-                        f"{', '.join(f'{k} {v}' for k, v in teachers.items())}. Setting: "
-                        f"{report.describe_setting(first, width=None)}.", key="compare-table")
+                        f"{listed(teachers)}.{always} Setting: {report.describe_setting(first, width=None)}.",
+                        key="compare-table")
 
 
 def ranking(results: dict, profile: Profile, alpha: float = 0.05) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..config import TinyBertAugment
 from ..profiles import Profile
-from . import baselines, masked_lm, student, teacher
+from . import FLOOR_CAPTION, baselines, floor, masked_lm, student, teacher
 
 CHAPTER = "mate"
 T, ALPHA = 2.0, 0.5  # the KD rows: the book's KD row
@@ -95,7 +95,8 @@ def table(results: dict, profile: Profile, task: str, metric: str | None = None)
     from .. import papers, report
     from ..data import get_task
 
-    df = report.against_teacher(results, task, NAMES, row, paper_figure, metric)
+    last = floor(profile, task)
+    df = report.against_teacher(results, task, NAMES, row, paper_figure, metric, last)
     labels = results[row(task, "labels only")]
     metric = metric or report.main_metric(labels)
     s = setting(profile)
@@ -104,7 +105,8 @@ def table(results: dict, profile: Profile, task: str, metric: str | None = None)
             f"{checkpoint} teacher, trained four ways")
     caption = report.caption(labels, what) + (
         f" The rewrites: {s.n_aug} per training example, TinyBERT's augmenter with kdlib's masked LM. MATE-KD: "
-        f"{s.generator_steps} generator step(s), then {s.student_steps} student step(s), in turn.")
+        f"{s.generator_steps} generator step(s), then {s.student_steps} student step(s), in turn."
+        + (FLOOR_CAPTION if last else ""))
     if task in PAPER_COLUMN:
         caption += f" Paper: {papers.source(*PAPER)}, RoBERTa-large teacher, DistilRoBERTa (6-layer) student."
     return report.Table(df, caption, key=f"mate-{task}-{metric}")
