@@ -188,10 +188,14 @@ def cmd_experiment(args) -> int:
     from .runner import run_plan
 
     planned = [k for k, c in CHAPTERS.items() if c.plan]
-    if args.chapter == "all" and args.dry_run:  # every chapter's plan at once: a path two chapters share runs once
+    if args.missing and (args.dry_run or args.force or args.batch is not None):
+        other = "--dry-run" if args.dry_run else "--force" if args.force else "--batch"
+        raise KDLibError(f"--missing lists what is not stored and trains nothing: drop {other}")
+    if args.chapter == "all" and (args.dry_run or args.missing):  # every plan at once: a run two chapters share once
         plan = {f"{k}: {row}": exps for k in planned for row, exps in chapter_plan(k, args.profile).items()}
     else:
-        check_choice("chapter", args.chapter, planned + (["all (with --dry-run)"] if not args.dry_run else ["all"]))
+        check_choice("chapter", args.chapter,
+                     planned + (["all (with --dry-run or --missing)"] if not (args.dry_run or args.missing) else ["all"]))
         plan = chapter_plan(args.chapter, args.profile)
     if args.only:
         unknown = [r for r in args.only if r not in plan]
@@ -205,6 +209,8 @@ def cmd_experiment(args) -> int:
               "them first; the others wait and reuse them)")
     if args.dry_run:
         return _dry_run(args, plan)
+    if args.missing:
+        return _missing(plan)
     if args.batch is not None:
         raise KDLibError(f"--batch {args.batch} is for a --dry-run only; a real run takes the plan's batch sizes")
     results = run_plan(plan, force=args.force, progress=True if args.progress else None)
@@ -288,6 +294,23 @@ def cmd_bench(args) -> int:
     with pd.option_context("display.width", 200):
         print(pd.DataFrame(rows).T.round(2).to_string())
     print(f"[kdbook] stored: results/{rec['config']['profile']}/cost/measurements/bench-{rec['hash']}.json")
+    return 0
+
+
+def _missing(plan: dict) -> int:
+    """Print every run of ``plan`` (the runs it starts from included, each once) that has no stored record."""
+    from .config import closure
+    from .store import stored_path
+
+    runs = {}
+    for row, exps in plan.items():
+        for exp in exps:
+            for e in closure(exp):
+                runs.setdefault(e.hash, (e, row))
+    missing = [(e, row) for e, row in runs.values() if stored_path(e) is None]
+    for e, row in missing:
+        print(f"{e.hash}  {e.task:<5} {e.label or e.method}, seed {e.seed}  (row: {row})")
+    print(f"[kdbook] {len(runs) - len(missing)} of the plan's {len(runs)} runs are stored; {len(missing)} missing")
     return 0
 
 
@@ -387,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("experiment", help="run a chapter's experiments (no papermill; for GPU machines)")
-    e.add_argument("chapter", help="chapter key, e.g. hinton ('all' with --dry-run: every chapter's plan)")
+    e.add_argument("chapter", help="chapter key, e.g. hinton ('all' with --dry-run or --missing: every chapter's "
+                   "plan)")
     e.add_argument("--profile", default="cpu")
     e.add_argument("--only", nargs="+", metavar="ROW", help="only these rows of the plan")
     e.add_argument("--force", action="store_true", help="train again even where a record is stored")
@@ -397,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dry-run", action="store_true", help="check the plan without its data or a GPU: each distinct "
                    "run for a few steps on synthetic data, bf16 autocast, a stand-in of the teacher's shape where its "
                    "weights cannot be fetched; no result is stored")
+    e.add_argument("--missing", action="store_true", help="list the plan's runs that have no stored record (the "
+                   "runs they start from included) and train nothing")
     e.add_argument("--steps", type=int, default=2, help="optimiser steps per run of a --dry-run (default 2)")
     e.add_argument("--batch", type=int, metavar="N", help="at most N examples per step of a --dry-run (default: each "
                    "run's own batch size; a smaller one takes the same code paths, faster where bf16 is slow on CPU)")

@@ -72,6 +72,36 @@ def test_results_lists_records(store, capsys):
     assert main(["results", "--profile", "gpu"]) == 0 and "no result records" in capsys.readouterr().out
 
 
+def test_missing_lists_the_runs_without_a_record_and_trains_nothing(store, capsys):
+    from kdlib.chapters import annealing, chapter_plan
+    from kdlib.config import closure
+    from kdlib.store import record_path
+
+    plan = chapter_plan("annealing", "smoke")
+    runs = {e.hash for exps in plan.values() for x in exps for e in closure(x)}
+    assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"[kdbook] 0 of the plan's {len(runs)} runs are stored; {len(runs)} missing"
+    stage_one = annealing.stage_one(plan[annealing.row("sst2", "Annealing KD")][0])
+    assert any(line.startswith(stage_one.hash) and "stage I, seed 0" in line for line in out)  # a chain's first run
+    teacher = plan[annealing.row("sst2", "teacher")][0]
+    record_path(teacher).parent.mkdir(parents=True)
+    record_path(teacher).write_text("{}")
+    assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"[kdbook] 1 of the plan's {len(runs)} runs are stored; {len(runs) - 1} missing"
+    assert not any(line.startswith(teacher.hash) for line in out)
+    assert sorted(p.name for p in (store / "results").rglob("*.json")) == [f"{teacher.hash}.json"]  # nothing made
+    assert main(["experiment", "all", "--profile", "smoke", "--missing"]) == 0  # every chapter's plan at once
+    assert "runs are stored" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--force"], ["--dry-run"], ["--batch", "4"]])
+def test_missing_with_a_flag_that_trains_is_one_line(capsys, flag):
+    line = error_line(capsys, ["experiment", "annealing", "--profile", "smoke", "--missing", *flag])
+    assert line.endswith(f"--missing lists what is not stored and trains nothing: drop {flag[0]}")
+
+
 def test_console_script_is_installed():
     exe = shutil.which("kdbook") or pytest.skip("kdbook not on PATH")
     proc = subprocess.run([exe, "run", CH1, "--profile", "nope"], capture_output=True, text=True)
