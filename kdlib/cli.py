@@ -298,7 +298,8 @@ def cmd_bench(args) -> int:
 
 
 def _missing(plan: dict) -> int:
-    """Print every run of ``plan`` (the runs it starts from included, each once) that has no stored record."""
+    """Print every run of ``plan`` (the runs it starts from included, each once) that has no stored record, with
+    how long it should take at the pace of the plan's stored runs (:func:`_estimates`)."""
     from .config import closure
     from .store import stored_path
 
@@ -308,10 +309,69 @@ def _missing(plan: dict) -> int:
             for e in closure(exp):
                 runs.setdefault(e.hash, (e, row))
     missing = [(e, row) for e, row in runs.values() if stored_path(e) is None]
+    minutes = _estimates([e for e, _ in runs.values()])
     for e, row in missing:
-        print(f"{e.hash}  {e.task:<5} {e.label or e.method}, seed {e.seed}  (row: {row})")
-    print(f"[kdbook] {len(runs) - len(missing)} of the plan's {len(runs)} runs are stored; {len(missing)} missing")
+        m = minutes.get(e.hash)
+        print(f"{e.hash}  {e.task:<5} {e.label or e.method}, seed {e.seed}  (row: {row})"
+              + (f"  ≈ {m:.0f} min" if m is not None else ""))
+    line = f"[kdbook] {len(runs) - len(missing)} of the plan's {len(runs)} runs are stored; {len(missing)} missing"
+    known = [minutes[e.hash] for e, _ in missing if e.hash in minutes]
+    if known:
+        line += (f"; ≈ {sum(known) / 60:.1f} h of training for {len(known)} of them, at the pace of the stored runs "
+                 "(their wall times, on their machines)")
+    print(line)
     return 0
+
+
+def _kind(exp) -> str:
+    """What sets a run's pace apart from its task's: its method, architecture (a run that starts from another's
+    weights: that run's), loss terms and augmentation."""
+    import json
+
+    def model(m: dict):
+        return [m["kind"], m["run"]["method"], model(m["run"]["model"])] if m.get("kind") == "from_run" else m
+
+    d = exp.to_dict()
+    return json.dumps([d["method"], model(d["model"]), sorted(d["hparams"]), type(exp.augment).__name__])
+
+
+def _estimates(exps: list) -> dict:
+    """Minutes each run of ``exps`` without a record should take, from the stored ones: the median wall time of
+    the stored runs of the same kind (:func:`_kind`) on the same task (other seeds); else, for each other task with
+    stored runs of that kind, their median time per training example and epoch, times how much slower this task is
+    than that one (the median ratio over the kinds stored on both: longer or shorter inputs) and this run's
+    examples and epochs, the median over those tasks. A run with neither has no estimate."""
+    from collections import defaultdict
+    from statistics import median
+
+    from .store import load_record, stored_path
+
+    minutes, n_train = defaultdict(list), {}
+    per_example = defaultdict(lambda: defaultdict(list))  # kind -> task -> minutes per training example and epoch
+    for e in exps:
+        path = stored_path(e)
+        rec = load_record(path, ()) if path is not None else {}
+        if isinstance(rec.get("wall_time_s"), (int, float)) and rec.get("n_train") and e.epochs:
+            minutes[_kind(e), e.task].append(rec["wall_time_s"] / 60)
+            per_example[_kind(e)][e.task].append(rec["wall_time_s"] / 60 / (rec["n_train"] * e.epochs))
+            n_train[e.task, e.train_size, e.subset_seed] = rec["n_train"]
+
+    def slower(task: str, than: str) -> float | None:
+        ratios = [median(v[task]) / median(v[than]) for v in per_example.values() if task in v and than in v]
+        return median(ratios) if ratios else None
+
+    out = {}
+    for e in exps:
+        kind, n = _kind(e), n_train.get((e.task, e.train_size, e.subset_seed))
+        if stored_path(e) is not None:
+            continue
+        if minutes[kind, e.task]:
+            out[e.hash] = median(minutes[kind, e.task])
+            continue
+        scaled = [median(v) * r for t, v in per_example[kind].items() if (r := slower(e.task, t)) is not None]
+        if n and scaled:
+            out[e.hash] = median(scaled) * n * e.epochs
+    return out
 
 
 def _dry_run(args, plan: dict) -> int:
@@ -422,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "run for a few steps on synthetic data, bf16 autocast, a stand-in of the teacher's shape where its "
                    "weights cannot be fetched; no result is stored")
     e.add_argument("--missing", action="store_true", help="list the plan's runs that have no stored record (the "
-                   "runs they start from included) and train nothing")
+                   "runs they start from included), each with an estimate of its time from the stored runs, and train "
+                   "nothing")
     e.add_argument("--steps", type=int, default=2, help="optimiser steps per run of a --dry-run (default 2)")
     e.add_argument("--batch", type=int, metavar="N", help="at most N examples per step of a --dry-run (default: each "
                    "run's own batch size; a smaller one takes the same code paths, faster where bf16 is slow on CPU)")

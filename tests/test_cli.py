@@ -96,6 +96,34 @@ def test_missing_lists_the_runs_without_a_record_and_trains_nothing(store, capsy
     assert "runs are stored" in capsys.readouterr().out
 
 
+def test_missing_estimates_each_run_from_the_stored_runs(store, capsys):
+    from kdlib.chapters import annealing, chapter_plan
+    from kdlib.cli import _estimates
+    from kdlib.store import atomic_write_text, record_path
+
+    def keep(exp, minutes, n_train):
+        atomic_write_text(record_path(exp), json.dumps({"hash": exp.hash, "config": {}, "n_train": n_train,
+                                                        "wall_time_s": 60 * minutes}))
+
+    plan = chapter_plan("annealing", "smoke")
+    kd, labels = plan[annealing.row("sst2", "KD")], plan[annealing.row("sst2", "labels only")]
+    keep(kd[0], 2.0, 100)
+    keep(labels[0], 1.5, 100)
+    # the same kind of run on another task whose stored runs take twice as long per example and epoch
+    on_mrpc = [e.replace(task="mrpc") for e in (labels[0], kd[0])]
+    keep(on_mrpc[0], 3.0 * 2, 200)
+    est = _estimates([*kd, *labels, *on_mrpc])
+    assert est[kd[1].hash] == est[kd[-1].hash] == 2.0 and est[labels[1].hash] == 1.5  # the other seeds' time
+    assert est[on_mrpc[1].hash] == pytest.approx(2.0 * 2 * 200 / 100)  # KD's pace on sst2, ×2 per example, ×2 examples
+    assert kd[0].hash not in est and on_mrpc[0].hash not in est  # stored: nothing to estimate
+    assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(kd[1].hash) and line.endswith("≈ 2 min") for line in out)
+    assert not any(line.startswith(annealing.stage_one(plan[annealing.row("sst2", "Annealing KD")][0]).hash)
+                   and "≈" in line for line in out)  # no stored run of its kind: no estimate
+    assert "h of training for " in out[-1]
+
+
 @pytest.mark.parametrize("flag", [["--force"], ["--dry-run"], ["--batch", "4"]])
 def test_missing_with_a_flag_that_trains_is_one_line(capsys, flag):
     line = error_line(capsys, ["experiment", "annealing", "--profile", "smoke", "--missing", *flag])
