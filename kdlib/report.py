@@ -215,6 +215,28 @@ def summary_matrix(records: list, name: str) -> np.ndarray:
     return np.mean(mats, axis=0)
 
 
+def ran_on(records: list) -> str:
+    """Where ``records`` ran, for a caption that shows their wall times: the GPU, or the CPU's cores and the
+    threads per run; and, where the runs were made on CPUs with different vector kernels (other machines), how
+    many on each, since their times then compare only roughly."""
+    from collections import Counter
+
+    hws = [r.get("hardware", {}) for r in records]
+    gpus = sorted({h["gpu"] for h in hws if h.get("gpu")})
+    if gpus:
+        on_cpu = sum(not h.get("gpu") for h in hws)
+        return ", ".join(gpus) + (f" ({on_cpu} of the {len(hws)} runs on a CPU)" if on_cpu else "")
+    cores = "/".join(str(c) for c in sorted({h["cpu_count"] for h in hws if h.get("cpu_count")})) or "?"
+    threads = "/".join(str(t) for t in sorted({h["torch_threads"] for h in hws if h.get("torch_threads")})) or "?"
+    text = f"a {cores}-core CPU, {threads} thread(s) per run"
+    kernels = Counter(h.get("cpu_capability") or "not recorded" for h in hws)
+    if len(kernels) > 1:
+        runs = ", ".join(f"{k} {n}" for k, n in sorted(kernels.items(), key=lambda kv: (kv[0] == "not recorded", kv[0])))
+        text += (f" (more than one machine: runs per CPU vector-kernel set, {runs}; a time compares with one from "
+                 "another machine only roughly)")
+    return text
+
+
 def cost_table(results: dict, rows: list) -> pd.DataFrame:
     """What each row costs: wall time per run and where it ran (threads matter on a CPU shared by two runs),
     and the cached teacher numbers one example's loss reads (stored in float16, so ×2 bytes), per example

@@ -103,3 +103,16 @@ def test_p_values_as_a_paper_writes_them():
     from kdlib.report import p_value
 
     assert [p_value(p) for p in (0.004, 0.0099, 0.01, 0.372)] == ["p < 0.01", "p < 0.01", "p = 0.01", "p = 0.37"]
+
+
+def test_ran_on_names_the_machine_and_says_when_runs_come_from_several():
+    cpu = {"cpu_count": 2, "torch_threads": 1}
+    one = [{"hardware": {**cpu, "cpu_capability": "AVX512"}}] * 2
+    assert report.ran_on(one) == "a 2-core CPU, 1 thread(s) per run"
+    mixed = one + [{"hardware": {**cpu, "cpu_capability": "AVX2"}}, {"hardware": dict(cpu)}]
+    assert report.ran_on(mixed) == ("a 2-core CPU, 1 thread(s) per run (more than one machine: runs per CPU "
+                                    "vector-kernel set, AVX2 1, AVX512 2, not recorded 1; a time compares with one "
+                                    "from another machine only roughly)")
+    assert report.ran_on([{"hardware": {"gpu": "NVIDIA H100"}}] * 2) == "NVIDIA H100"
+    assert report.ran_on([{"hardware": {"gpu": "NVIDIA H100"}}, {"hardware": cpu}]) == "NVIDIA H100 (1 of the 2 runs on a CPU)"
+    assert report.ran_on([{}]) == "a ?-core CPU, ? thread(s) per run"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..config import FromRun
 from ..profiles import Profile
-from . import FLOOR_CAPTION, baselines, floor, run_minutes, student, teacher
+from . import FLOOR_CAPTION, baselines, chain, floor, run_minutes, student, teacher
 
 CHAPTER = "annealing"
 T, ALPHA = 2.0, 0.5  # vanilla KD and TAKD's two steps: the book's KD row
@@ -190,3 +190,19 @@ def differences(results: dict, profile: Profile, metric: str | None = None):
     return report.Table(df, f"Differences between rows on each task's dev metric: the mean over {n} seeds of one row "
                         "minus the other's, and Welch's p-value (under 0.05 with so few seeds: weak evidence, not proof)",
                         key="annealing-differences")
+
+
+def cost_table(plan: dict, profile: Profile):
+    """Wall time of one run of each row on each task (minutes, mean over seeds; Annealing KD: both stages), and
+    where the runs were made."""
+    import pandas as pd
+
+    from .. import report
+    from ..data import get_task
+
+    tasks = setting(profile).tasks
+    df = pd.DataFrame({get_task(t).folder: {n: f"{chain_minutes(plan, t, n):.1f}" for n in NAMES} for t in tasks})
+    timed = [r for t in tasks for n in NAMES for e in plan[row(t, n)] for r in chain(e)]
+    return report.Table(df, f"Wall time of one run of each row (minutes, mean over seeds; Annealing KD: both stages; "
+                        f"TAKD's students without their shared assistant, which is a row of its own), on "
+                        f"{report.ran_on(timed)}", key="annealing-cost")

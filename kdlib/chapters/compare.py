@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..config import LayerCopy, Pretrained
 from ..profiles import Profile
-from . import alp, annealing, floor, layerwise, mate, peak_memory_mb, pkd, run_minutes, student, teacher, \
+from . import alp, annealing, chain, floor, layerwise, mate, peak_memory_mb, pkd, run_minutes, student, teacher, \
     teacher_passes, tinybert
 
 CHAPTER = "compare"
@@ -224,8 +224,8 @@ def cost(results: dict, plan: dict, profile: Profile):
     df["teacher passes / example"] = [f"{np.mean(passes[m]):.2f}" if passes[m] else "–" for m in METHODS]
     peaks = {m: over(m, peak_memory_mb) for m in METHODS}
     df["peak memory (MB)"] = [f"{max(peaks[m]):.0f}" if peaks[m] else "–" for m in METHODS]
-    hw = results[row(tasks[0], "labels only")][0]["hardware"]
-    where = hw.get("gpu") or f"a {hw['cpu_count']}-core CPU, {hw['torch_threads']} thread(s) per run"
+    where = report.ran_on([r for t in tasks for m in METHODS if row(t, m) in plan for e in plan[row(t, m)]
+                           for r in chain(e)])  # the timed runs
     return report.Table(df, f"The cost of each method: minutes per run on each task (mean over seeds, every stage of "
                         f"a run that starts from another counted), the teacher's forward passes per training example "
                         f"(1 for a cache made once and shared; live calls counted per batch; mean over runs), and the "

@@ -208,8 +208,7 @@ def cost_table(results: dict, profile: Profile):
 
     df = pd.concat({get_task(t).folder: pd.DataFrame({n: cells(results[row(t, n)], t, n) for n in STUDENTS}).T
                     for t in setting(profile).tasks}, names=["task", "row"])
-    hw = results[row(setting(profile).tasks[0], "labels only")][0]["hardware"]
-    where = hw.get("gpu") or f"a {hw['cpu_count']}-core CPU, {hw['torch_threads']} thread(s) per run"
+    where = report.ran_on([r for t in setting(profile).tasks for n in STUDENTS for r in results[row(t, n)]])
     return report.Table(df, f"What each row costs, on {where}: seconds per optimiser step (MATE-KD: generator and "
                         "student steps together) and minutes per run; the rewrites' own making is not counted",
                         key="mate-cost")
