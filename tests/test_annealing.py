@@ -71,3 +71,29 @@ def test_the_gpu_setting_keeps_the_papers_depth_ratios_under_bert_base(monkeypat
     s = annealing.setting(get_profile("gpu"))
     assert (len(s.student_layers), len(s.assistant_layers)) == (2, 4)
     assert annealing.assistant(get_profile("gpu"), "sst2").model.layers == (0, 1, 2, 3)
+
+
+def test_the_stage_table_pairs_each_seeds_two_stages(store):
+    import json
+
+    from kdlib.chapters import annealing, chapter_plan
+    from kdlib.profiles import get_profile
+    from kdlib.store import atomic_write_text, record_path
+
+    P = get_profile("smoke")
+    plan = chapter_plan("annealing", "smoke")
+    results = {}
+    for task in annealing.setting(P).tasks:
+        metric = "pearson" if task == "stsb" else "accuracy"
+        row = annealing.row(task, "Annealing KD")
+        results[row] = []
+        for e, one, two in zip(plan[row], (80.0, 82.0, 81.0), (79.0, 82.5, 80.0)):
+            atomic_write_text(record_path(annealing.stage_one(e)), json.dumps(
+                {"hash": annealing.stage_one(e).hash, "config": {"task": task}, "best": {metric: one}, "history": [],
+                 "dev_logits": []}))
+            results[row].append({"config": {"task": task}, "best": {metric: two}})
+    df = annealing.stage_table(results, plan, P).df
+    first = df.iloc[0]
+    assert len(plan[row]) == 2  # the smoke profile's seeds: (80, 82) then (79, 82.5)
+    assert first["stage I"] == "81.00 ± 1.41" and first["stage II"] == "80.75 ± 2.47"
+    assert first["stage II − stage I"] == "-0.25 ± 1.06" and first["seeds where stage II is lower"] == "1 of 2"

@@ -206,3 +206,27 @@ def cost_table(plan: dict, profile: Profile):
     return report.Table(df, f"Wall time of one run of each row (minutes, mean over seeds; Annealing KD: both stages; "
                         f"TAKD's students without their shared assistant, which is a row of its own), on "
                         f"{report.ran_on(timed)}", key="annealing-cost")
+
+
+def stage_table(results: dict, plan: dict, profile: Profile):
+    """What each stage of Annealing KD leaves on each task: the best dev score of stage I (annealed logits) and of
+    stage II (labels, from stage I's best weights), mean ± std over seeds, and what stage II changed, seed by seed
+    (the same seed's two runs are paired)."""
+    import pandas as pd
+
+    from .. import report
+    from ..data import get_task
+
+    out = {}
+    for t in setting(profile).tasks:
+        one, two = stages(results, plan, t).values()
+        metric = report.main_metric(two)
+        a, b = report.scores(one, metric), report.scores(two, metric)
+        change = [y - x for x, y in zip(a, b)]
+        out[f"{get_task(t).folder} ({metric})"] = {
+            "stage I": report.mean_std(a, 2), "stage II": report.mean_std(b, 2),
+            "stage II − stage I": report.mean_std(change, 2),
+            "seeds where stage II is lower": f"{sum(c < 0 for c in change)} of {len(change)}"}
+    return report.Table(pd.DataFrame(out).T, f"The best dev score of each stage of the Annealing KD students (mean ± "
+                        f"std over {len(change)} seeds) and what stage II changed, each seed's stage II against its own "
+                        "stage I", key="annealing-stages")
