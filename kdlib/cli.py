@@ -348,12 +348,13 @@ def _estimates(exps: list) -> dict:
 
     minutes, n_train = defaultdict(list), {}
     per_example = defaultdict(lambda: defaultdict(list))  # kind -> task -> minutes per training example and epoch
+    paths = {e.hash: stored_path(e) for e in exps}
     for e in exps:
-        path = stored_path(e)
-        rec = load_record(path, ()) if path is not None else {}
+        rec = load_record(paths[e.hash], ()) if paths[e.hash] is not None else {}
         if isinstance(rec.get("wall_time_s"), (int, float)) and rec.get("n_train") and e.epochs:
-            minutes[_kind(e), e.task].append(rec["wall_time_s"] / 60)
-            per_example[_kind(e)][e.task].append(rec["wall_time_s"] / 60 / (rec["n_train"] * e.epochs))
+            kind = _kind(e)
+            minutes[kind, e.task].append(rec["wall_time_s"] / 60)
+            per_example[kind][e.task].append(rec["wall_time_s"] / 60 / (rec["n_train"] * e.epochs))
             n_train[e.task, e.train_size, e.subset_seed] = rec["n_train"]
 
     def slower(task: str, than: str) -> float | None:
@@ -362,9 +363,9 @@ def _estimates(exps: list) -> dict:
 
     out = {}
     for e in exps:
-        kind, n = _kind(e), n_train.get((e.task, e.train_size, e.subset_seed))
-        if stored_path(e) is not None:
+        if paths[e.hash] is not None:
             continue
+        kind, n = _kind(e), n_train.get((e.task, e.train_size, e.subset_seed))
         if minutes[kind, e.task]:
             out[e.hash] = median(minutes[kind, e.task])
             continue
