@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,56 @@ def _guarded_connect(self, address):
 
 
 socket.socket.connect = _guarded_connect
+
+
+def worker_stripe() -> tuple[int, int] | None:
+    """This pytest-xdist worker's (index, count), or None outside ``pytest -n``."""
+    name, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (name.startswith("gw") and name[2:].isdigit() and count.isdigit()):
+        return None
+    return int(name[2:]), int(count)
+
+
+def striped(find_port, index: int, count: int):
+    """``find_port`` (jupyter_client's ``LocalPortCache.find_available_port``) keeping only ports ``p`` with
+    ``p % count == index``. jupyter_client picks a kernel's five ports by binding port 0 and closing the socket
+    (jupyter/jupyter_client#487); its cache keeps one process from handing a port out twice, but under
+    ``pytest -n`` two workers start kernels (nbval's, papermill's) at the same time, and a port one of them picked
+    could be picked by the other before its kernel binds it: that kernel then dies before it replies (stop 32's
+    CI). With each worker on its own residue class, no two workers can pick the same port."""
+    def find_available_port(cache, ip):
+        while True:
+            port = find_port(cache, ip)
+            if port % count == index:
+                return port
+            cache.return_port(port)
+    return find_available_port
+
+
+def _retried(start, attempts: int = 3):
+    """nbval's ``start_new_kernel``, tried again (up to ``attempts`` times) when the kernel dies while starting:
+    nbval hides the kernel's stderr, and one transient death would otherwise fail every cell of a notebook."""
+    def start_new_kernel(*args, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return start(*args, **kwargs)
+            except RuntimeError as err:
+                if attempt == attempts or "died" not in str(err):
+                    raise
+                warnings.warn(f"nbval's kernel died while starting ({err}); starting it again ({attempt + 1}/"
+                              f"{attempts})")
+    return start_new_kernel
+
+
+try:  # nbval and jupyter_client come with the test extra; without them no notebook runs here
+    import nbval.kernel
+    from jupyter_client.connect import LocalPortCache
+except ImportError:
+    pass
+else:
+    nbval.kernel.start_new_kernel = _retried(nbval.kernel.start_new_kernel)
+    if (_stripe := worker_stripe()) is not None:
+        LocalPortCache.find_available_port = striped(LocalPortCache.find_available_port, *_stripe)
 
 
 def shared_tmp(tmp_path_factory, name: str) -> Path:
