@@ -340,7 +340,11 @@ def _estimates(exps: list) -> dict:
     the stored runs of the same kind (:func:`_kind`) on the same task (other seeds); else, for each other task with
     stored runs of that kind, their median time per training example and epoch, times how much slower this task is
     than that one (the median ratio over the kinds stored on both: longer or shorter inputs) and this run's
-    examples and epochs, the median over those tasks. A run with neither has no estimate."""
+    examples and epochs, the median over those tasks. A run with neither has no estimate.
+
+    Paces are per example of the task's own training set (as a run without augmentation records it): a run on an
+    augmented transfer set is the larger by its augmentation, which is part of its kind (a pair task's rewrites grow
+    it about twice as much as a one-sentence task's, so such an estimate carried across the two is rough)."""
     from collections import defaultdict
     from statistics import median
 
@@ -349,13 +353,18 @@ def _estimates(exps: list) -> dict:
     minutes, n_train = defaultdict(list), {}
     per_example = defaultdict(lambda: defaultdict(list))  # kind -> task -> minutes per training example and epoch
     paths = {e.hash: stored_path(e) for e in exps}
+    timed = []
     for e in exps:
         rec = load_record(paths[e.hash], ()) if paths[e.hash] is not None else {}
         if isinstance(rec.get("wall_time_s"), (int, float)) and rec.get("n_train") and e.epochs:
-            kind = _kind(e)
-            minutes[kind, e.task].append(rec["wall_time_s"] / 60)
-            per_example[kind][e.task].append(rec["wall_time_s"] / 60 / (rec["n_train"] * e.epochs))
-            n_train[e.task, e.train_size, e.subset_seed] = rec["n_train"]
+            timed.append((e, rec["wall_time_s"] / 60))
+            if e.augment is None:  # the training set itself, not a transfer set grown from it
+                n_train[e.task, e.train_size, e.subset_seed] = rec["n_train"]
+    for e, wall in timed:
+        kind = _kind(e)
+        minutes[kind, e.task].append(wall)
+        if (n := n_train.get((e.task, e.train_size, e.subset_seed))) is not None:
+            per_example[kind][e.task].append(wall / (n * e.epochs))
 
     def slower(task: str, than: str) -> float | None:
         ratios = [median(v[task]) / median(v[than]) for v in per_example.values() if task in v and than in v]

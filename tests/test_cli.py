@@ -124,6 +124,30 @@ def test_missing_estimates_each_run_from_the_stored_runs(store, capsys):
     assert "h of training for " in out[-1]
 
 
+def test_missing_estimates_an_augmented_run_per_example_of_its_task(store):
+    """A run on an augmented transfer set records the grown set's size; its pace is taken per example of the
+    task's own training set, so the growth is carried to another task (stop 33: MRPC's rewrites were estimated at
+    11 min from RTE's 51, the growth lost)."""
+    from kdlib.chapters import chapter_plan, mate
+    from kdlib.cli import _estimates
+    from kdlib.store import atomic_write_text, record_path
+
+    def keep(exp, minutes, n_train):
+        atomic_write_text(record_path(exp), json.dumps({"hash": exp.hash, "config": {}, "n_train": n_train,
+                                                        "wall_time_s": 60 * minutes}))
+
+    plan = chapter_plan("mate", "smoke")
+    kd, rewrites = plan[mate.row("sst2", "KD")], plan[mate.row("sst2", "KD on masked-LM rewrites")]
+    assert rewrites[0].augment is not None and kd[0].augment is None
+    keep(rewrites[0], 6.0, 300)  # stored first: its grown set must not stand for the task's training set
+    keep(kd[0], 2.0, 100)
+    on_mrpc = [e.replace(task="mrpc") for e in (kd[0], rewrites[0])]
+    keep(on_mrpc[0], 8.0, 200)  # KD is twice as slow per example on mrpc
+    est = _estimates([*kd, *rewrites, *on_mrpc])
+    assert est[on_mrpc[1].hash] == pytest.approx(6.0 / 100 * 2 * 200)  # 3 min per 100 sst2 examples, ×2, ×200
+    assert est[kd[1].hash] == 2.0 and est[rewrites[1].hash] == 6.0  # the same task: the other seeds' time
+
+
 @pytest.mark.parametrize("flag", [["--force"], ["--dry-run"], ["--batch", "4"]])
 def test_missing_with_a_flag_that_trains_is_one_line(capsys, flag):
     line = error_line(capsys, ["experiment", "annealing", "--profile", "smoke", "--missing", *flag])
