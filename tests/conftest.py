@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import warnings
 from pathlib import Path
@@ -37,19 +38,35 @@ def worker_stripe() -> tuple[int, int] | None:
     return int(name[2:]), int(count)
 
 
-def striped(find_port, index: int, count: int):
-    """``find_port`` (jupyter_client's ``LocalPortCache.find_available_port``) keeping only ports ``p`` with
-    ``p % count == index``. jupyter_client picks a kernel's five ports by binding port 0 and closing the socket
+#: kernel ports for ``pytest -n`` workers: below Linux's ephemeral range (32768-60999), which bind(0) and
+#: outgoing connections draw from, split into one block per worker
+KERNEL_PORTS = (20000, 32000)
+_pick = random.Random()  # its own generator: a test that seeds `random` must not decide the ports
+
+
+def worker_ports(index: int, count: int, low: int = KERNEL_PORTS[0], high: int = KERNEL_PORTS[1]):
+    """A replacement for jupyter_client's ``LocalPortCache.find_available_port`` that picks a free port from this
+    worker's own block of ``[low, high)``. jupyter_client binds port 0 and closes the socket
     (jupyter/jupyter_client#487); its cache keeps one process from handing a port out twice, but under
-    ``pytest -n`` two workers start kernels (nbval's, papermill's) at the same time, and a port one of them picked
-    could be picked by the other before its kernel binds it: that kernel then dies before it replies (stop 32's
-    CI). With each worker on its own residue class, no two workers can pick the same port."""
+    ``pytest -n`` two workers start kernels (nbval's, papermill's) at the same time, and one could pick a port the
+    other picked before its kernel binds it: that kernel then dies before it replies (stop 32's CI). Filtering the
+    OS's picks does not work: Linux's bind(0) hands out even ports first. Disjoint blocks outside the ephemeral range
+    cannot collide between workers, nor with the OS's own picks."""
+    span = (high - low) // count
+    first = low + index * span
+
     def find_available_port(cache, ip):
-        while True:
-            port = find_port(cache, ip)
-            if port % count == index:
-                return port
-            cache.return_port(port)
+        for port in _pick.sample(range(first, first + span), span):
+            if port in cache.currently_used_ports:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((ip, port))
+                except OSError:
+                    continue
+            cache.currently_used_ports.add(port)
+            return port
+        raise OSError(f"no free port in {first}..{first + span - 1} for pytest worker {index}")
     return find_available_port
 
 
@@ -76,7 +93,7 @@ except ImportError:
 else:
     nbval.kernel.start_new_kernel = _retried(nbval.kernel.start_new_kernel)
     if (_stripe := worker_stripe()) is not None:
-        LocalPortCache.find_available_port = striped(LocalPortCache.find_available_port, *_stripe)
+        LocalPortCache.find_available_port = worker_ports(*_stripe)
 
 
 def shared_tmp(tmp_path_factory, name: str) -> Path:

@@ -57,27 +57,51 @@ def test_changed_stored_metric_makes_nbval_fail(tmp_path):
 
 
 class _Ports:
-    """A stand-in for jupyter_client's LocalPortCache: hands out the given ports in order, records returns."""
+    """A stand-in for jupyter_client's LocalPortCache: only its set of ports handed out."""
 
-    def __init__(self, ports):
-        self.ports, self.returned = list(ports), []
-
-    def find(self, ip):
-        return self.ports.pop(0)
-
-    def return_port(self, port):
-        self.returned.append(port)
+    def __init__(self):
+        self.currently_used_ports = set()
 
 
-def test_striped_port_finder_keeps_to_its_residue_class():
-    from .conftest import striped
+def _bound_beside_a_free_port():
+    """A socket bound to a port ``p`` below the ephemeral range whose neighbour ``p + 1`` is free, and ``p``."""
+    import socket
 
-    cache = _Ports([40001, 40003, 40002, 40004, 40006])
-    find = striped(type(cache).find, index=0, count=2)
-    assert [find(cache, "127.0.0.1"), find(cache, "127.0.0.1")] == [40002, 40004]
-    assert cache.returned == [40001, 40003]  # given back to the cache, not kept from the other worker
-    cache = _Ports([50000, 50003, 50002])
-    assert striped(type(cache).find, index=1, count=3)(cache, "127.0.0.1") == 50002
+    for p in range(24000, 25000, 2):
+        sock, other = socket.socket(), socket.socket()
+        try:
+            sock.bind(("127.0.0.1", p))
+            other.bind(("127.0.0.1", p + 1))
+            return sock, p
+        except OSError:
+            sock.close()
+        finally:
+            other.close()
+    pytest.fail("no two free neighbouring ports in 24000-25000")
+
+
+def test_worker_ports_stay_in_their_own_block_and_are_free():
+    """Each worker's ports come from its own block, below the ephemeral range, each free when picked and never
+    handed out twice; both workers get ports (stop 33: filtering bind(0)'s picks by parity left the odd worker
+    looping forever, Linux's bind(0) handing out even ports)."""
+    from .conftest import worker_ports
+
+    blocks = []
+    for index in (0, 1):
+        cache, find = _Ports(), worker_ports(index, 2, low=20000, high=32000)
+        ports = [find(cache, "127.0.0.1") for _ in range(20)]
+        assert len(set(ports)) == 20 and cache.currently_used_ports == set(ports)
+        assert all(20000 + 6000 * index <= p < 26000 + 6000 * index for p in ports)
+        blocks.append(set(ports))
+        s, taken = _bound_beside_a_free_port()
+        with s:  # a port taken by someone else is skipped
+            only = worker_ports(0, 1, low=taken, high=taken + 2)
+            assert only(_Ports(), "127.0.0.1") == taken + 1
+    assert not blocks[0] & blocks[1]
+    full = _Ports()
+    full.currently_used_ports.update({30000, 30001})
+    with pytest.raises(OSError, match="no free port in 30000..30001 for pytest worker 0"):
+        worker_ports(0, 1, low=30000, high=30002)(full, "127.0.0.1")
 
 
 def test_worker_stripe_reads_xdist_environment(monkeypatch):
@@ -93,10 +117,11 @@ def test_worker_stripe_reads_xdist_environment(monkeypatch):
 
 
 def test_this_session_picks_kernel_ports_as_its_worker_should():
-    """Under ``pytest -n N`` the real port finder is striped to this worker; without xdist it is jupyter_client's."""
+    """Under ``pytest -n N`` the real port finder picks from this worker's block; without xdist it is
+    jupyter_client's."""
     from jupyter_client.connect import LocalPortCache
 
-    from .conftest import worker_stripe
+    from .conftest import KERNEL_PORTS, worker_stripe
 
     cache = LocalPortCache.instance()
     port = cache.find_available_port("127.0.0.1")
@@ -104,7 +129,8 @@ def test_this_session_picks_kernel_ports_as_its_worker_should():
     if (stripe := worker_stripe()) is None:
         assert LocalPortCache.find_available_port.__module__.startswith("jupyter_client")
     else:
-        assert port % stripe[1] == stripe[0]
+        span = (KERNEL_PORTS[1] - KERNEL_PORTS[0]) // stripe[1]
+        assert KERNEL_PORTS[0] + stripe[0] * span <= port < KERNEL_PORTS[0] + (stripe[0] + 1) * span
 
 
 def test_nbval_kernel_start_is_retried_only_when_the_kernel_died():
