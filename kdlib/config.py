@@ -155,19 +155,46 @@ class FromRun(_Tagged):
 MODEL_KINDS = {c.kind: c for c in (Pretrained, LayerCopy, FreshBert, BiLSTM, MaskedLM, FromRun)}
 
 
+#: What a transfer set's new examples carry as labels: their source sentence's label ("copied"), or none
+#: ("none": only the teacher's terms train on them, as TinyBERT's and Tang et al.'s transfer sets).
+AUGMENT_LABELS = ("copied", "none")
+
+
+class _Augment(_Tagged):
+    """A transfer set's recipe. Its ``labels`` choice is how the run trains on the new examples, not how they are
+    made: it stays out of the cached transfer set's key, and out of the hash when it is the default ("copied")."""
+
+    def _check_labels(self):
+        check_choice("transfer-set labels", self.labels, AUGMENT_LABELS)
+
+    def hash_dict(self) -> dict:
+        d = super().hash_dict()
+        if d["labels"] == AUGMENT_LABELS[0]:
+            del d["labels"]  # runs stored before the choice existed keep their hashes
+        return d
+
+    def making_dict(self) -> dict:
+        """What the transfer set itself depends on (the cache's key)."""
+        d = self.hash_dict()
+        d.pop("labels", None)
+        return d
+
+
 @dataclass(frozen=True)
-class TangAugment(_Tagged):
+class TangAugment(_Augment):
     """Tang et al. 2019's transfer set: masking, POS-guided replacement, n-gram sampling, n_iter samples."""
 
     p_mask: float = 0.1
     p_pos: float = 0.1
     p_ng: float = 0.25
     n_iter: int = 1
+    labels: str = "copied"  # see AUGMENT_LABELS
     kind = "tang"
 
     def __post_init__(self):
         from .augment import TangAugmenter
 
+        self._check_labels()
         TangAugmenter(self.p_mask, self.p_pos, self.p_ng, self.n_iter)  # validates
 
     def make(self, seed: int):
@@ -185,7 +212,7 @@ class TangAugment(_Tagged):
 
 
 @dataclass(frozen=True)
-class TinyBertAugment(_Tagged):
+class TinyBertAugment(_Augment):
     """Jiao et al. 2020's transfer set: each word, with probability ``p_t``, becomes one of ``k`` candidates —
     the masked LM's best words for a one-piece word, the nearest neighbours in the checkpoint's input-embedding
     table for a word of several pieces (the paper: GloVe) — ``n_aug`` samples per sentence. ``mlm`` is the
@@ -196,9 +223,11 @@ class TinyBertAugment(_Tagged):
     k: int = 15
     n_aug: int = 20
     content_words_only: bool = True  # as the paper's code: no stop words, punctuation or numbers replaced
+    labels: str = "copied"  # see AUGMENT_LABELS
     kind = "tinybert"
 
     def __post_init__(self):
+        self._check_labels()
         if not isinstance(self.mlm, Experiment) or self.mlm.method != "mlm":
             raise KDLibError("TinyBERT's augmentation needs a masked LM: give mlm=masked_lm(profile), a run of "
                              "method 'mlm'")

@@ -310,7 +310,7 @@ def estimate(plan: dict, steps: int = 2, store: str | Path | None = None, progre
         cached = (rec.get("teacher_source") or {}).get("cached")
         if cached and isinstance(exp.teacher, Experiment):  # the teacher's forward over the training set, once
             key = (exp.teacher.hash, exp.task, exp.train_size, exp.subset_seed, exp.max_length,
-                   json.dumps(exp.augment.hash_dict() if exp.augment else None, sort_keys=True))
+                   json.dumps(exp.augment.making_dict() if exp.augment else None, sort_keys=True))
             if key not in caches:
                 caches.add(key)
                 flops += _rate(by_shape[shape_of(exp.teacher)]["work"], "eval")[0] * train_tokens

@@ -74,8 +74,29 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(p_t * F.log_softmax(student_logits / T, dim=-1)).sum(-1).mean()
 
 
+#: The label of an example that has none (a rewrite in a transfer set): PyTorch's ``ignore_index`` for a class,
+#: NaN for a regression score. The hard-label terms skip such examples; the teacher's terms still read them.
+UNLABELLED = -100
+
+
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """Which examples of a batch carry a label (see :data:`UNLABELLED`)."""
+    return ~torch.isnan(labels) if labels.is_floating_point() else labels != UNLABELLED
+
+
+def _labelled_only(logits: torch.Tensor, labels: torch.Tensor):
+    keep = labelled(labels)
+    return (logits, labels) if bool(keep.all()) else (logits[keep], labels[keep])
+
+
 def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with gold labels, or MSE against the gold score when ``logits`` has one column."""
+    """Cross-entropy with gold labels, or MSE against the gold score when ``logits`` has one column.
+
+    The mean runs over the examples that carry a label (PyTorch's ``ignore_index`` convention); a batch with
+    none gives 0, so only the teacher's terms train on it."""
+    logits, labels = _labelled_only(logits, labels)
+    if labels.numel() == 0:
+        return logits.sum() * 0.0  # zero, still on the graph
     if logits.size(-1) == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
     return F.cross_entropy(logits, labels)
@@ -107,6 +128,9 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: floa
     Yuan et al. (CVPR 2020) read KD as this with the uniform ``u`` replaced by the teacher's distribution.
     """
     epsilon = check_weight("epsilon", epsilon)
+    logits, labels = _labelled_only(logits, labels)
+    if labels.numel() == 0:
+        return logits.sum() * 0.0
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 

@@ -25,6 +25,7 @@ from . import flops
 from .config import BiLSTM, Experiment, FreshBert, FromRun, LayerCopy, MaskedLM, Pretrained, seed_for
 from .data import TaskData, encode, get_task, load_task, synthetic_task
 from .errors import KDLibError
+from .losses import UNLABELLED
 from .methods import make_objective
 from .metrics import agreement
 from .models import count_parameters, fresh_student, load_classifier, load_tokenizer, masked_lm, quiet_transformers, \
@@ -64,7 +65,7 @@ def split_data(exp: Experiment, split: str) -> TaskData:
 def augmented(exp: Experiment, data: TaskData, progress: bool = False) -> TaskData:
     """The augmentations of ``data`` (new examples only) that ``exp.augment`` names, cached on disk."""
     key_src = {"task": data.task, "data": exp.data, "size": exp.train_size, "n": len(data),
-               "subset_seed": exp.subset_seed, "augment": exp.augment.hash_dict()}
+               "subset_seed": exp.subset_seed, "augment": exp.augment.making_dict()}
     for name, run in exp.augment.runs().items():  # keyed by the weights the augmenter reads, not only their config
         key_src[f"{name}_weights"] = fingerprint(trained_weights(run))
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
@@ -96,6 +97,12 @@ def augmenter_arguments(augment) -> dict:
         with torch.random.fork_rng(devices=[]):
             loaded[name] = (load_run_weights(run), load_tokenizer(run.model.checkpoint))
     return augment.arguments(loaded)
+
+
+def unlabelled(data: TaskData) -> TaskData:
+    """``data`` with no labels (:data:`kdlib.losses.UNLABELLED`): the loss's hard-label terms skip it."""
+    none = float("nan") if get_task(data.task).is_regression else UNLABELLED
+    return dataclasses.replace(data, labels=[none] * len(data))
 
 
 def concat(a: TaskData, b: TaskData) -> TaskData:
@@ -209,7 +216,7 @@ def teacher_source(exp: Experiment, objective, train_data: TaskData, extra: Task
     def outputs(data: TaskData, names) -> dict:
         key = {"task": data.task, "split": data.split, "data": exp.data, "n": len(data), "size": exp.train_size,
                "subset_seed": exp.subset_seed, "max_length": exp.max_length,
-               "augment": exp.augment.hash_dict() if "+" in data.split and exp.augment else None}  # a transfer set
+               "augment": exp.augment.making_dict() if "+" in data.split and exp.augment else None}  # a transfer set
         return cached_outputs(lambda: teacher_model(t, progress), folder, key,
                               lambda: make_loader(encode(tok, data, exp.max_length), 256, False,
                                                   pad_id=tok.pad_token_id or 0), names)
@@ -306,7 +313,7 @@ def _prepare(exp: Experiment, progress: bool | None) -> _Prepared:
         teacher_rec = run(exp.teacher, progress=progress) if isinstance(exp.teacher, Experiment) else None
         source, dev_cls = teacher_source(exp, objective, train_data, extra, progress)
     if extra is not None:
-        train_data = concat(train_data, extra)
+        train_data = concat(train_data, extra if exp.augment.labels == "copied" else unlabelled(extra))
     tok = load_tokenizer(exp.model.checkpoint)
     objective.use_tokenizer(tok)
     return _Prepared(spec, train_data, dev_data, objective, teacher_rec, source, dev_cls, tok,

@@ -47,6 +47,25 @@ def test_hinton_alpha_extremes():
     assert close(losses.hinton_kd(s, t, y, T=3, alpha=1), losses.kd_kl(s, t, 3))
 
 
+def test_examples_without_a_label_are_skipped_by_the_hard_terms_only():
+    # rows: student [0, 0] labelled 0, and the teacher itself, unlabelled. CE over the labelled row = ln 2;
+    # KL over both rows = 0.1308120359 / 2
+    s, t = torch.cat([S_ZERO, T_LOG]), torch.cat([T_LOG, T_LOG])
+    y = torch.tensor([0, losses.UNLABELLED])
+    assert close(losses.hard_loss(s, y), math.log(2))
+    assert close(losses.hinton_kd(s, t, y, T=1, alpha=0.5), 0.5 * math.log(2) + 0.5 * 0.1308120359 / 2)
+    assert close(losses.label_smoothing_ce(s, y, 0.2), math.log(2))  # q' = [0.9, 0.1] against [1/2, 1/2]
+    # regression: a NaN score has no label; MSE over the labelled rows only: (1 - 0)² = 1
+    assert close(losses.hard_loss(torch.tensor([[1.0], [5.0]]), torch.tensor([0.0, float("nan")])), 1.0)
+    # a batch of rewrites only: the hard term is 0 (not NaN) and passes a zero gradient
+    z = torch.tensor([[0.3, -0.2]], requires_grad=True)
+    none = losses.hard_loss(z, torch.tensor([losses.UNLABELLED]))
+    none.backward()
+    assert float(none.detach()) == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
+    assert close(losses.hinton_kd(S_ZERO, T_LOG, torch.tensor([losses.UNLABELLED]), T=1, alpha=0.5), 0.5 * 0.1308120359)
+    assert losses.labelled(torch.tensor([1.0, float("nan")])).tolist() == [True, False]
+
+
 def test_logit_mse_golden():
     # ||[1, 2] - [0, 0]||² = 5 and ||[0, 0] - [0, 0]||² = 0, batch mean 2.5
     assert close(losses.logit_mse(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.zeros(2, 2)), 2.5)

@@ -110,6 +110,7 @@ def test_the_chapter_plan_holds_together():
     assert cpu["cola · KD"][2].hash == annealing.plan(p)["cola · KD"][2].hash  # the same student, one record
     m = cpu["sst2 · MATE-KD"][0]
     assert m.hp["generator"].hash == masked_lm(p).hash == cpu["sst2 · KD on masked-LM rewrites"][0].augment.mlm.hash
+    assert cpu["sst2 · KD on masked-LM rewrites"][0].augment.labels == "none"  # as MATE-KD's rewrites: teacher only
 
 
 def test_rewritten_embeddings_under_bf16_autocast():

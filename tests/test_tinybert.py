@@ -1,6 +1,7 @@
 """TinyBERT's two stages as runs that start from runs: general distillation on plain text from the
 pre-trained (not fine-tuned) checkpoint, then task distillation (intermediate, then prediction) from its
 weights with the fine-tuned teacher."""
+import math
 import pytest
 
 from kdlib.config import Experiment, FreshBert, FromRun, Pretrained
@@ -74,6 +75,25 @@ def test_the_transfer_set_comes_from_the_masked_lm_run(store):
     assert augmented(exp, data).text_a == extra.text_a  # cached, and deterministic
     assert exp.hash != exp.replace(augment=TinyBertAugment(mlm.replace(seed=1), 0.4, 3, 2)).hash  # the MLM is in the hash
     assert run(mlm)["config"]["model"] == {"kind": "masked_lm", "checkpoint": "minilm-l6", "tune_layers": 0}
+    # the rewrites without labels: the same cached transfer set, another run; the default keeps old hashes
+    import dataclasses
+
+    from kdlib.losses import UNLABELLED
+    from kdlib.runner import _prepare, split_data
+
+    bare = dataclasses.replace(aug, labels="none")
+    assert "labels" not in aug.hash_dict() and bare.hash_dict()["labels"] == "none"
+    assert bare.making_dict() == aug.making_dict() == aug.hash_dict()
+    exp_bare = exp.replace(augment=bare)
+    assert exp_bare.hash != exp.hash and augmented(exp_bare, data).text_a == extra.text_a
+    n = len(split_data(exp_bare, "train"))
+    copied, none = _prepare(exp, False).train_enc.labels, _prepare(exp_bare, False).train_enc.labels
+    assert len(none) > n and none[:n] == copied[:n] and set(none[n:]) == {UNLABELLED} and UNLABELLED not in copied
+    from kdlib.runner import unlabelled
+
+    assert all(math.isnan(v) for v in unlabelled(synthetic_task("stsb", "train", 4)).labels)  # a score: NaN
+    with pytest.raises(KDLibError, match=r"^unknown transfer-set labels 'gold'; valid choices: copied, none$"):
+        TinyBertAugment(mlm, labels="gold")
     with pytest.raises(KDLibError, match="TinyBERT's augmentation needs a masked LM"):
         TinyBertAugment(exp)
     with pytest.raises(KDLibError, match=r"p_t must be in \[0, 1\], got 2"):

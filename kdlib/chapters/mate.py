@@ -39,11 +39,13 @@ def setting(profile: Profile) -> Setting:
 
 
 def rewrites_kd(profile: Profile, task: str, seed: int, layers: tuple | None = None):
-    """KD on the training set plus masked-LM rewrites (TinyBERT's augmenter, no adversary)."""
+    """KD on the training set plus masked-LM rewrites (TinyBERT's augmenter, no adversary). The rewrites carry no
+    label, as in TinyBERT: the rewriting may change a sentence's meaning, so only the teacher's term trains on them,
+    as only the teacher's terms train on MATE-KD's rewrites; the hard-label term reads the original examples."""
     s = setting(profile)
     layers = s.student_layers if layers is None else tuple(layers)
     return student(profile, CHAPTER, task, "kd", seed, teacher(profile, task), label="KD + rewrites", layers=layers,
-                   T=T, alpha=ALPHA).replace(augment=TinyBertAugment(masked_lm(profile), n_aug=s.n_aug))
+                   T=T, alpha=ALPHA).replace(augment=TinyBertAugment(masked_lm(profile), n_aug=s.n_aug, labels="none"))
 
 
 def mate_kd(profile: Profile, task: str, seed: int, layers: tuple | None = None):
@@ -104,7 +106,8 @@ def table(results: dict, profile: Profile, task: str, metric: str | None = None)
     what = (f"{get_task(task).folder} dev {metric}: a {len(s.student_layers)}-layer student under the fine-tuned "
             f"{checkpoint} teacher, trained four ways")
     caption = report.caption(labels, what) + (
-        f" The rewrites: {s.n_aug} per training example, TinyBERT's augmenter with kdlib's masked LM. MATE-KD: "
+        f" The rewrites: {s.n_aug} per training example, TinyBERT's augmenter with kdlib's masked LM, with no label "
+        f"(the KD term alone trains on them). MATE-KD: "
         f"{s.generator_steps} generator step(s), then {s.student_steps} student step(s), in turn."
         + (FLOOR_CAPTION if last else ""))
     if task in PAPER_COLUMN:
