@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import KDLibError, check_choice, choices
+from .losses import PARTLY_LABELLED, UNLABELLED
 
 GLUE_ENV = "KDLIB_GLUE_DIR"
 
@@ -335,9 +336,14 @@ def collate(enc: Encoded, indices: Sequence[int], pad_id: int = 0) -> dict:
         ids[r, :n] = torch.tensor(enc.input_ids[i])
         tt[r, :n] = torch.tensor(enc.token_type_ids[i])
         mask[r, :n] = 1
-    dtype = torch.float if enc.regression else torch.long
+    labels = [enc.labels[i] for i in indices]
+    missing = [v != v if enc.regression else v == UNLABELLED for v in labels]  # a score's NaN, a class's UNLABELLED
+    if any(missing):
+        labels, dtype = [float("nan") if m else float(v) for v, m in zip(labels, missing)], PARTLY_LABELLED
+    else:
+        dtype = torch.float if enc.regression else torch.long
     return {"input_ids": ids, "token_type_ids": tt, "attention_mask": mask,
-            "labels": torch.tensor([enc.labels[i] for i in indices], dtype=dtype),
+            "labels": torch.tensor(labels, dtype=dtype),
             "idx": torch.tensor(list(indices), dtype=torch.long)}
 
 

@@ -74,29 +74,33 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(p_t * F.log_softmax(student_logits / T, dim=-1)).sum(-1).mean()
 
 
-#: The label of an example that has none (a rewrite in a transfer set): PyTorch's ``ignore_index`` for a class,
-#: NaN for a regression score. The hard-label terms skip such examples; the teacher's terms still read them.
+#: The label of an example that has none (a rewrite in a transfer set): -100 for a class, NaN for a score.
 UNLABELLED = -100
+#: The dtype of a batch's labels when some of its rows carry none (:func:`kdlib.data.collate`): float64, NaN in those
+#: rows. Decided when the batch is made, so a fully labelled batch takes the plain path, with no extra operator
+#: and no data-dependent branch (seeds stacked under ``torch.vmap`` need none).
+PARTLY_LABELLED = torch.float64
 
 
-def labelled(labels: torch.Tensor) -> torch.Tensor:
-    """Which examples of a batch carry a label (see :data:`UNLABELLED`)."""
-    return ~torch.isnan(labels) if labels.is_floating_point() else labels != UNLABELLED
-
-
-def _labelled_only(logits: torch.Tensor, labels: torch.Tensor):
-    keep = labelled(labels)
-    return (logits, labels) if bool(keep.all()) else (logits[keep], labels[keep])
+def _per_row(errors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``errors`` over the rows that ``keep``; 0 (on the graph) when no row does."""
+    keep = keep.to(errors.dtype)
+    return (errors * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with gold labels, or MSE against the gold score when ``logits`` has one column.
 
-    The mean runs over the examples that carry a label (PyTorch's ``ignore_index`` convention); a batch with
-    none gives 0, so only the teacher's terms train on it."""
-    logits, labels = _labelled_only(logits, labels)
-    if labels.numel() == 0:
-        return logits.sum() * 0.0  # zero, still on the graph
+    Labels of dtype :data:`PARTLY_LABELLED` mark rows without a label as NaN: the mean runs over the others, and a
+    batch of none gives 0, so only the teacher's terms train on it."""
+    if labels.dtype == PARTLY_LABELLED:
+        keep = ~torch.isnan(labels)
+        target = torch.where(keep, labels, torch.zeros_like(labels)).float()
+        if logits.size(-1) == 1:
+            errors = (logits.squeeze(-1).float() - target).pow(2)
+        else:
+            errors = F.cross_entropy(logits.float(), target.long(), reduction="none")
+        return _per_row(errors, keep)
     if logits.size(-1) == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
     return F.cross_entropy(logits, labels)
@@ -128,9 +132,10 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: floa
     Yuan et al. (CVPR 2020) read KD as this with the uniform ``u`` replaced by the teacher's distribution.
     """
     epsilon = check_weight("epsilon", epsilon)
-    logits, labels = _labelled_only(logits, labels)
-    if labels.numel() == 0:
-        return logits.sum() * 0.0
+    if labels.dtype == PARTLY_LABELLED:  # as in hard_loss
+        keep = ~torch.isnan(labels)
+        target = torch.where(keep, labels, torch.zeros_like(labels)).long()
+        return _per_row(F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=epsilon), keep)
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 

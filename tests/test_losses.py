@@ -48,22 +48,38 @@ def test_hinton_alpha_extremes():
 
 
 def test_examples_without_a_label_are_skipped_by_the_hard_terms_only():
-    # rows: student [0, 0] labelled 0, and the teacher itself, unlabelled. CE over the labelled row = ln 2;
-    # KL over both rows = 0.1308120359 / 2
+    # rows: student [0, 0] labelled 0, and the teacher itself, unlabelled (NaN in a float64 batch, as collate makes
+    # it). CE over the labelled row = ln 2; KL over both rows = 0.1308120359 / 2
     s, t = torch.cat([S_ZERO, T_LOG]), torch.cat([T_LOG, T_LOG])
-    y = torch.tensor([0, losses.UNLABELLED])
+    y = torch.tensor([0.0, float("nan")], dtype=losses.PARTLY_LABELLED)
     assert close(losses.hard_loss(s, y), math.log(2))
     assert close(losses.hinton_kd(s, t, y, T=1, alpha=0.5), 0.5 * math.log(2) + 0.5 * 0.1308120359 / 2)
     assert close(losses.label_smoothing_ce(s, y, 0.2), math.log(2))  # q' = [0.9, 0.1] against [1/2, 1/2]
-    # regression: a NaN score has no label; MSE over the labelled rows only: (1 - 0)² = 1
-    assert close(losses.hard_loss(torch.tensor([[1.0], [5.0]]), torch.tensor([0.0, float("nan")])), 1.0)
+    # regression: MSE over the labelled rows only: (1 - 0)² = 1
+    y = torch.tensor([0.0, float("nan")], dtype=losses.PARTLY_LABELLED)
+    assert close(losses.hard_loss(torch.tensor([[1.0], [5.0]]), y), 1.0)
     # a batch of rewrites only: the hard term is 0 (not NaN) and passes a zero gradient
     z = torch.tensor([[0.3, -0.2]], requires_grad=True)
-    none = losses.hard_loss(z, torch.tensor([losses.UNLABELLED]))
+    none = losses.hard_loss(z, torch.tensor([float("nan")], dtype=losses.PARTLY_LABELLED))
     none.backward()
     assert float(none.detach()) == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
-    assert close(losses.hinton_kd(S_ZERO, T_LOG, torch.tensor([losses.UNLABELLED]), T=1, alpha=0.5), 0.5 * 0.1308120359)
-    assert losses.labelled(torch.tensor([1.0, float("nan")])).tolist() == [True, False]
+    nan = torch.tensor([float("nan")], dtype=losses.PARTLY_LABELLED)
+    assert close(losses.hinton_kd(S_ZERO, T_LOG, nan, T=1, alpha=0.5), 0.5 * 0.1308120359)
+    # under vmap (seeds stacked): no data-dependent branch
+    stacked = torch.func.vmap(lambda z: losses.hard_loss(z, torch.tensor([0.0, float("nan")], dtype=torch.float64)))
+    assert torch.allclose(stacked(torch.stack([s, s])), torch.full((2,), math.log(2)))
+
+
+def test_a_batch_marks_rows_without_a_label_only_when_it_has_some():
+    from kdlib.data import Encoded, collate
+
+    enc = Encoded([[1, 2], [3], [4]], [[0, 0], [0], [0]], [1, losses.UNLABELLED, 0], False)
+    assert collate(enc, [0, 2])["labels"].dtype == torch.long  # every row labelled: the plain batch
+    got = collate(enc, [0, 1])["labels"]
+    assert got.dtype == losses.PARTLY_LABELLED and got[0] == 1 and torch.isnan(got[1])
+    score = Encoded([[1], [2]], [[0], [0]], [2.5, float("nan")], True)
+    assert collate(score, [0])["labels"].dtype == torch.float
+    assert torch.isnan(collate(score, [0, 1])["labels"][1])
 
 
 def test_logit_mse_golden():
