@@ -82,6 +82,13 @@ UNLABELLED = -100
 PARTLY_LABELLED = torch.float64
 
 
+def _labelled_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep, target)`` of a :data:`PARTLY_LABELLED` batch: which rows have a label, and the labels with 0 in
+    the others (a finite stand-in that :func:`_per_row` then leaves out)."""
+    keep = ~torch.isnan(labels)
+    return keep, torch.where(keep, labels, torch.zeros_like(labels))
+
+
 def _per_row(errors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Mean of ``errors`` over the rows that ``keep``; 0 (on the graph) when no row does."""
     keep = keep.to(errors.dtype)
@@ -94,8 +101,8 @@ def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Labels of dtype :data:`PARTLY_LABELLED` mark rows without a label as NaN: the mean runs over the others, and a
     batch of none gives 0, so only the teacher's terms train on it."""
     if labels.dtype == PARTLY_LABELLED:
-        keep = ~torch.isnan(labels)
-        target = torch.where(keep, labels, torch.zeros_like(labels)).float()
+        keep, target = _labelled_rows(labels)
+        target = target.float()
         if logits.size(-1) == 1:
             errors = (logits.squeeze(-1).float() - target).pow(2)
         else:
@@ -133,9 +140,9 @@ def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, epsilon: floa
     """
     epsilon = check_weight("epsilon", epsilon)
     if labels.dtype == PARTLY_LABELLED:  # as in hard_loss
-        keep = ~torch.isnan(labels)
-        target = torch.where(keep, labels, torch.zeros_like(labels)).long()
-        return _per_row(F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=epsilon), keep)
+        keep, target = _labelled_rows(labels)
+        errors = F.cross_entropy(logits.float(), target.long(), reduction="none", label_smoothing=epsilon)
+        return _per_row(errors, keep)
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 

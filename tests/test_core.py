@@ -49,8 +49,20 @@ def mate_run():
                       **{**SMOKE, "train_size": 32})
 
 
+def rewrites_run():
+    """KD on the training set and the masked LM's rewrites, which carry no label (chapter 6's baseline)."""
+    from kdlib.config import TinyBertAugment
+    from tests.test_mate import SMOKE, mlm, teacher
+
+    aug = TinyBertAugment(mlm(train_size=32), p_t=0.4, k=3, n_aug=2, labels="none")
+    return Experiment(chapter="test", task="sst2", method="kd", model=LayerCopy("minilm-l6", (0,)),
+                      teacher=teacher().replace(train_size=32), augment=aug, epochs=1, lr=1e-3,
+                      **{**SMOKE, "train_size": 32})
+
+
 RUNS = {**{k: (lambda m=m: exp(model=m)) for k, m in MODELS.items()},
-        **{k: (lambda k=k: text_run(k)) for k in ("masked LM", "general distillation")}, "MATE-KD": mate_run}
+        **{k: (lambda k=k: text_run(k)) for k in ("masked LM", "general distillation")}, "MATE-KD": mate_run,
+        "KD on unlabelled rewrites": rewrites_run}
 
 
 def _strip(rec):
