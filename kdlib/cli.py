@@ -319,8 +319,41 @@ def _missing(plan: dict) -> int:
     if known:
         line += (f"; ≈ {sum(known) / 60:.1f} h of training for {len(known)} of them, at the pace of the stored runs "
                  "(their wall times, on their machines)")
+    again, hours = _weights_to_remake([e for e, _ in missing])
+    if again:
+        line += (f"; first, {again} stored run{' is' if again == 1 else 's are'} trained again for "
+                 f"{'its' if again == 1 else 'their'} weights (≈ {hours:.1f} h)")
     print(line)
     return 0
+
+
+def _weights_to_remake(missing: list) -> tuple[int, float]:
+    """Print the stored runs whose weights the ``missing`` runs start from (a teacher, a masked LM, a first stage)
+    and that are not in this machine's cache: the runner trains them again first. Their stored time is what that
+    costs; a record made with other CPU kernels than this machine's may not be reproduced to the last digits (then
+    the runner replaces it and warns, and the runs made from the old weights stay as they were). Returns how many
+    and their hours."""
+    import torch
+
+    from .config import closure
+    from .runner import REPRODUCED_ATOL, has_weights
+    from .store import load_record, stored_path
+
+    here = torch.backends.cpu.get_cpu_capability()
+    needed = {d.hash: d for e in missing for d in closure(e)[:-1]}
+    again = [(d, stored_path(d)) for d in needed.values()]
+    again = [(d, path) for d, path in again if path is not None and not has_weights(d)]
+    total = 0.0
+    for d, path in again:
+        rec = load_record(path, ())
+        minutes = rec.get("wall_time_s", 0) / 60
+        total += minutes
+        made_on = (rec.get("hardware") or {}).get("cpu_capability")
+        note = (f"; its record was made with {made_on} kernels and this CPU has {here}: it may not be reproduced to "
+                f"{REPRODUCED_ATOL:g}" if made_on and made_on != here else "")
+        print(f"{d.hash}  {d.task:<5} {d.label or d.method}, seed {d.seed}  stored, weights not cached: trained again "
+              f"first (≈ {minutes:.0f} min){note}")
+    return len(again), total / 60
 
 
 def _kind(exp) -> str:

@@ -45,7 +45,8 @@ def model_dir(exp: Experiment) -> Path:
     return cache_dir() / "models" / exp.hash
 
 
-def _has_weights(exp: Experiment) -> bool:
+def has_weights(exp: Experiment) -> bool:
+    """Whether ``exp``'s kept weights are in the cache folder."""
     return (model_dir(exp) / "kdlib.json").is_file()
 
 
@@ -152,7 +153,7 @@ def _build(spec, exp: Experiment, num_labels: int, tokenizer):
 
 def trained_weights(exp: Experiment, progress: bool | None = None) -> Path:
     """The folder holding ``exp``'s kept weights, training it first if they are not cached."""
-    if not _has_weights(exp) or (recompute_requested() and exp.hash not in _recomputed):
+    if not has_weights(exp) or (recompute_requested() and exp.hash not in _recomputed):
         run(exp, keep_model=True, progress=progress, _need_weights=True)
     return model_dir(exp)
 
@@ -246,7 +247,7 @@ def run(exp: Experiment, force: bool = False, keep_model: bool = False, progress
     def stored():
         redo = force or (recompute_requested() and exp.hash not in _recomputed)
         path = None if redo else stored_path(exp)
-        if path is None or (_need_weights and not _has_weights(exp)):
+        if path is None or (_need_weights and not has_weights(exp)):
             return None
         return load_record(path, RECORD_FIELDS)
 

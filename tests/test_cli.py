@@ -89,11 +89,40 @@ def test_missing_lists_the_runs_without_a_record_and_trains_nothing(store, capsy
     record_path(teacher).write_text("{}")
     assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"[kdbook] 1 of the plan's {len(runs)} runs are stored; {len(runs) - 1} missing"
-    assert not any(line.startswith(teacher.hash) for line in out)
+    assert out[-1] == (f"[kdbook] 1 of the plan's {len(runs)} runs are stored; {len(runs) - 1} missing; first, 1 "
+                       "stored run is trained again for its weights (≈ 0.0 h)")  # the teacher's weights: not cached
+    assert [line for line in out if line.startswith(teacher.hash)] == [
+        f"{teacher.hash}  sst2  {teacher.label}, seed 0  stored, weights not cached: trained again first (≈ 0 min)"]
     assert sorted(p.name for p in (store / "results").rglob("*.json")) == [f"{teacher.hash}.json"]  # nothing made
     assert main(["experiment", "all", "--profile", "smoke", "--missing"]) == 0  # every chapter's plan at once
     assert "runs are stored" in capsys.readouterr().out
+
+
+def test_missing_names_the_stored_runs_whose_weights_are_made_again_first(store, capsys):
+    """On a fresh machine a stored teacher has no weights: the runs that need them train it again first, which
+    --missing says, with its cost, and warns where its record was made with other CPU kernels (stop 35)."""
+    import torch
+
+    from kdlib.chapters import annealing, chapter_plan
+    from kdlib.runner import model_dir
+    from kdlib.store import atomic_write_text, record_path
+
+    plan = chapter_plan("annealing", "smoke")
+    teacher = plan[annealing.row("sst2", "teacher")][0]
+    atomic_write_text(record_path(teacher), json.dumps({"hash": teacher.hash, "config": {}, "wall_time_s": 120,
+                                                        "hardware": {"cpu_capability": "NEON"}}))
+    assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    here = torch.backends.cpu.get_cpu_capability()
+    line = [x for x in out if x.startswith(teacher.hash)]
+    assert line == [f"{teacher.hash}  sst2  {teacher.label}, seed 0  stored, weights not cached: trained again first "
+                    f"(≈ 2 min); its record was made with NEON kernels and this CPU has {here}: it may not be "
+                    "reproduced to 0.0005"]
+    assert out[-1].endswith("missing; first, 1 stored run is trained again for its weights (≈ 0.0 h)")
+    atomic_write_text(model_dir(teacher) / "kdlib.json", "{}")  # its weights are cached: nothing to say
+    assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not any(x.startswith(teacher.hash) for x in out) and out[-1].startswith("[kdbook] 1 of the plan's")
 
 
 def test_missing_estimates_each_run_from_the_stored_runs(store, capsys):
