@@ -330,16 +330,18 @@ def _missing(plan: dict) -> int:
 def _weights_to_remake(missing: list) -> tuple[int, float]:
     """Print the stored runs whose weights the ``missing`` runs start from (a teacher, a masked LM, a first stage)
     and that are not in this machine's cache: the runner trains them again first. Their stored time is what that
-    costs; a record made with other CPU kernels than this machine's may not be reproduced to the last digits (then
+    costs; a record made with other CPU kernels than this machine's, or on another maker's CPU (whose BLAS code path
+    differs), may not be reproduced to the last digits (then
     the runner replaces it and warns, and the runs made from the old weights stay as they were). Returns how many
     and their hours."""
     import torch
 
     from .config import closure
     from .runner import REPRODUCED_ATOL, has_weights
-    from .store import load_record, stored_path
+    from .store import cpu_model, load_record, stored_path
 
     here = torch.backends.cpu.get_cpu_capability()
+    vendor = cpu_model().get("cpu_vendor")
     needed = {d.hash: d for e in missing for d in closure(e)[:-1]}
     again = [(d, stored_path(d)) for d in needed.values()]
     again = [(d, path) for d, path in again if path is not None and not has_weights(d)]
@@ -348,9 +350,15 @@ def _weights_to_remake(missing: list) -> tuple[int, float]:
         rec = load_record(path, ())
         minutes = rec.get("wall_time_s", 0) / 60
         total += minutes
-        made_on = (rec.get("hardware") or {}).get("cpu_capability")
-        note = (f"; its record was made with {made_on} kernels and this CPU has {here}: it may not be reproduced to "
-                f"{REPRODUCED_ATOL:g}" if made_on and made_on != here else "")
+        hw = rec.get("hardware") or {}
+        made_on, made_by = hw.get("cpu_capability"), hw.get("cpu_vendor")
+        if made_on and made_on != here:
+            note = f"; its record was made with {made_on} kernels and this CPU has {here}"
+        elif made_by and vendor and made_by != vendor:
+            note = f"; its record was made on a {made_by} CPU and this one is {vendor}"
+        else:
+            note = ""
+        note += f": it may not be reproduced to {REPRODUCED_ATOL:g}" if note else ""
         print(f"{d.hash}  {d.task:<5} {d.label or d.method}, seed {d.seed}  stored, weights not cached: trained again "
               f"first (≈ {minutes:.0f} min){note}")
     return len(again), total / 60

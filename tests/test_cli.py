@@ -98,7 +98,7 @@ def test_missing_lists_the_runs_without_a_record_and_trains_nothing(store, capsy
     assert "runs are stored" in capsys.readouterr().out
 
 
-def test_missing_names_the_stored_runs_whose_weights_are_made_again_first(store, capsys):
+def test_missing_names_the_stored_runs_whose_weights_are_made_again_first(store, capsys, monkeypatch):
     """On a fresh machine a stored teacher has no weights: the runs that need them train it again first, which
     --missing says, with its cost, and warns where its record was made with other CPU kernels (stop 35)."""
     import torch
@@ -119,6 +119,18 @@ def test_missing_names_the_stored_runs_whose_weights_are_made_again_first(store,
                     f"(≈ 2 min); its record was made with NEON kernels and this CPU has {here}: it may not be "
                     "reproduced to 0.0005"]
     assert out[-1].endswith("missing; first, 1 stored run is trained again for its weights (≈ 0.0 h)")
+    # the same kernels on another maker's CPU (stop 36: the masked LM made on Intel was not reproduced on AMD)
+    monkeypatch.setattr("kdlib.store.cpu_model", lambda: {"cpu_vendor": "AuthenticAMD"})
+    for made_by, note in (("GenuineIntel", "; its record was made on a GenuineIntel CPU and this one is AuthenticAMD: "
+                                           "it may not be reproduced to 0.0005"),
+                          ("AuthenticAMD", ""), (None, "")):
+        hw = {"cpu_capability": here, **({"cpu_vendor": made_by} if made_by else {})}
+        atomic_write_text(record_path(teacher), json.dumps({"hash": teacher.hash, "config": {}, "wall_time_s": 120,
+                                                            "hardware": hw}))
+        assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
+        line = [x for x in capsys.readouterr().out.splitlines() if x.startswith(teacher.hash)]
+        assert line == [f"{teacher.hash}  sst2  {teacher.label}, seed 0  stored, weights not cached: trained again "
+                        f"first (≈ 2 min){note}"], made_by
     atomic_write_text(model_dir(teacher) / "kdlib.json", "{}")  # its weights are cached: nothing to say
     assert main(["experiment", "annealing", "--profile", "smoke", "--missing"]) == 0
     out = capsys.readouterr().out.splitlines()

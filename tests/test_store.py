@@ -322,3 +322,27 @@ def test_records_name_the_cpu_kernels_they_ran_on():
     from kdlib.store import hardware
 
     assert hardware()["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_records_name_the_cpu_maker_and_model(monkeypatch, tmp_path):
+    """Two makers' CPUs with the same vector kernels can round a run differently (the BLAS library's code path
+    differs), so a record says whose CPU made it, read from /proc/cpuinfo; nothing where that file is missing."""
+    from pathlib import Path
+
+    from kdlib import store
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2\n\n"
+                    "processor\t: 1\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real(info if str(self) == "/proc/cpuinfo" else self,
+                                                                        *a, **k))
+    store.cpu_model.cache_clear()
+    try:
+        assert store.cpu_model() == {"cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC 9R14"}
+        assert {k: store.hardware()[k] for k in ("cpu_vendor", "cpu_model")} == store.cpu_model()
+        info.unlink()
+        store.cpu_model.cache_clear()
+        assert store.cpu_model() == {} and "cpu_vendor" not in store.hardware()
+    finally:
+        store.cpu_model.cache_clear()
