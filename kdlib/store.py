@@ -155,7 +155,7 @@ def cpu_model() -> dict:
     """The CPU's maker and model as Linux names them (``vendor_id``, ``model name`` in /proc/cpuinfo); empty
     where that file does not exist. The maker matters besides the vector kernels: the BLAS library picks its own
     code path per maker, so an Intel and an AMD CPU with the same AVX-512 kernels can round a run differently
-    (kdlib's masked LM: 22.86% masked-token accuracy made on an Intel AVX-512 CPU, 22.56% on AMD ones)."""
+    (kdlib's masked LM: 22.86% masked-token accuracy made on an Intel AVX-512 CPU, 22.56% on an AMD one)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
